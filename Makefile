@@ -1,0 +1,39 @@
+# Everything a newcomer needs: `make run` and `make test` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format migrate openapi
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv/ and install the package (editable) with its dev tools
+
+run: install ## Serve on 127.0.0.1:8000 against the embedded SQLite default, migrating first
+	$(BIN)/restock-service serve --migrate --host 127.0.0.1 --port 8000
+
+test: install ## Run the whole suite (SQLite and PostgreSQL)
+	$(BIN)/pytest
+
+lint: install ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check src tests migrations
+	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/mypy src
+
+format: install ## Rewrite the code in the house format
+	$(BIN)/ruff check --fix src tests migrations
+	$(BIN)/ruff format src tests migrations
+
+migrate: install ## Bring RESTOCK_DATABASE_URL to the current schema
+	$(BIN)/restock-service migrate
+
+openapi: install ## Rewrite openapi/openapi.json from the app
+	$(BIN)/restock-service openapi > openapi/openapi.json

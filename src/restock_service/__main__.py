@@ -1,0 +1,3 @@
+from restock_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The HTTP layer: it translates between HTTP and the services, and holds no rules."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from restock_service import __version__
+from restock_service.api import errors, restocks, service, stock
+from restock_service.config import Settings
+from restock_service.db import Database, head_revision
+from restock_service.logs import configure_logging
+
+DESCRIPTION = """\
+Adds a cancelled order's stock back to the inventory sync, exactly as the sync deducted it
+(the sync-execution snapshot), at most once per order. Errors are RFC 9457 problem
+documents (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the database engine lives as long as the app's lifespan."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(settings)
+        app.state.head_revision = head_revision()
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="restock-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app, settings.retry_after_s)
+    app.include_router(stock.router)
+    app.include_router(restocks.router)
+    app.include_router(service.router)
+    return app

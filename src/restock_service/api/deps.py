@@ -1,0 +1,46 @@
+"""Request-scoped dependencies and the route parameters shared by several routers."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+
+from restock_service.db import Database
+from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+DB = Annotated[Database, Depends(get_db)]
+SkuPath = Annotated[
+    str, Path(max_length=64, pattern=SKU_PATTERN, description="Inventory-sync product code.")
+]
+OrderNoPath = Annotated[
+    str, Path(max_length=64, pattern=ORDER_NO_PATTERN, description="The mall's order number.")
+]
+
+_DESCRIPTIONS = {
+    404: "Unknown sku or order.",
+    409: "Conflicts with what is recorded; nothing changed.",
+    422: "Invalid request; `errors` names each offending field. Nothing changed.",
+    503: "The database cannot be reached; retry after `Retry-After` seconds.",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer (always 422 and 503)."""
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {"application/problem+json": {}},
+        }
+        for status in sorted({*statuses, 422, 503})
+    }

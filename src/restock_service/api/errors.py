@@ -1,0 +1,147 @@
+"""One place that turns every error into an RFC 9457 problem document."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+
+from restock_service.errors import DomainError, InvalidRequest, field_path
+from restock_service.schemas import Problem, ProblemField
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+MAX_INPUT_ECHO = 200
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[ProblemField] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, errors=errors)
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _echo(value: Any) -> Any:
+    """The offending value, if it is small enough to be worth sending back."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_INPUT_ECHO else value[:MAX_INPUT_ECHO] + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return None
+
+
+def _validation_fields(errors: list[dict[str, Any]]) -> list[ProblemField]:
+    fields = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        location, rest = (str(loc[0]), loc[1:]) if loc else ("body", ())
+        if error.get("type") == "json_invalid":  # loc holds a character offset, not a field
+            rest = ()
+        fields.append(
+            ProblemField(
+                field=field_path(rest) or location,
+                location=location,
+                message=str(error.get("msg", "is invalid")),
+                type=str(error.get("type", "value_error")),
+                input=_echo(error.get("input")),
+            )
+        )
+    return fields
+
+
+def _summary(fields: list[ProblemField]) -> str:
+    return "; ".join(f"{f.field}: {f.message}" for f in fields)
+
+
+# SQLSTATE classes that mean the database is away or overloaded, not that we asked wrongly:
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (this
+# includes 57014, a statement cancelled by statement_timeout).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or did not answer in time."""
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError | InterfaceError)
+            or sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+        )
+    return isinstance(exc, PoolTimeout | OSError)
+
+
+def install(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = _validation_fields(list(exc.errors()))
+        return problem_response(422, "Unprocessable Content", _summary(fields), fields)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        fields = None
+        if isinstance(exc, InvalidRequest):
+            fields = [
+                ProblemField(
+                    field=field_path(p.loc),
+                    location="body",
+                    message=p.message,
+                    type=p.type,
+                    input=_echo(p.input),
+                )
+                for p in exc.problems
+            ]
+        return problem_response(exc.status, exc.title, exc.detail, fields)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return problem_response(
+            exc.status_code,
+            _TITLES.get(exc.status_code, "Error"),
+            str(exc.detail),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+            return problem_response(
+                503,
+                "Service Unavailable",
+                "the database cannot be reached; nothing was changed, retry later",
+                headers={"Retry-After": str(retry_after_s)},
+            )
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(500, "Internal Server Error", "unexpected database error")
+
+    # Registered per class (not for Exception), so Starlette answers without re-raising.
+    for exc_class in (DBAPIError, PoolTimeout, OSError):
+        app.add_exception_handler(exc_class, _database)
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,57 @@
+"""Liveness and readiness."""
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from restock_service.api.deps import DB
+from restock_service.api.errors import problem_response
+from restock_service.db import current_revision
+from restock_service.schemas import Problem
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["service"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    schema_revision: str
+
+
+@router.get("/health", operation_id="getHealth")
+async def health() -> Health:
+    """Answer while the process runs."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    operation_id="getReady",
+    responses={503: {"model": Problem, "description": "Database unreachable or schema behind."}},
+    response_model=Ready,
+)
+async def ready(request: Request, db: DB) -> Ready | JSONResponse:
+    """Answer 200 when the database answers and its schema is current."""
+    head: str | None = request.app.state.head_revision
+    retry_after = {"Retry-After": str(db.settings.retry_after_s)}
+    try:
+        revision = await db.read(current_revision)
+    except Exception as exc:  # any failure to ask means "not ready"
+        log.warning("readiness check failed: %r", exc)
+        return problem_response(
+            503, "Service Unavailable", "the database cannot be reached", headers=retry_after
+        )
+    if revision != head:
+        return problem_response(
+            503,
+            "Service Unavailable",
+            f"the database schema is at {revision}, not at {head}: run `restock-service migrate`",
+            headers=retry_after,
+        )
+    return Ready(status="ready", schema_revision=revision or "")

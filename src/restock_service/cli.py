@@ -1,0 +1,107 @@
+"""The ``restock-service`` command: migrate, serve, openapi."""
+
+import argparse
+import asyncio
+import json
+import sys
+
+from alembic import command
+from pydantic import ValidationError
+
+from restock_service.config import Settings
+from restock_service.db import alembic_config, create_engine, current_revision, head_revision
+from restock_service.logs import configure_logging
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RESTOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"restock-service: invalid configuration: {problems}") from None
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database to the current schema."""
+    command.upgrade(alembic_config(settings.database_url), "head")
+
+
+async def _revision(settings: Settings) -> str | None:
+    engine = create_engine(settings, pooled=False)
+    try:
+        async with engine.connect() as conn:
+            return await current_revision(conn)
+    finally:
+        await engine.dispose()
+
+
+def schema_problem(settings: Settings) -> str | None:
+    """Why the database cannot be served as it is, or None when its schema is current."""
+    try:
+        revision = asyncio.run(_revision(settings))
+    except Exception as exc:
+        return f"cannot reach the database: {exc.__class__.__name__}: {exc}".splitlines()[0]
+    head = head_revision()
+    if revision != head:
+        return (
+            f"the database schema is not current (at {revision or 'no revision'}, head is "
+            f"{head}); run `restock-service migrate` or `restock-service serve --migrate`"
+        )
+    return None
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.migrate:
+        migrate(settings)
+    problem = schema_problem(settings)
+    if problem:
+        print(f"restock-service: {problem}", file=sys.stderr)
+        return 1
+    uvicorn.run(
+        "restock_service.api:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+def openapi() -> None:
+    from restock_service.api import create_app
+
+    document = create_app(Settings()).openapi()
+    print(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="restock-service",
+        description="Restores a cancelled order's synced stock, exactly once per order.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="bring RESTOCK_DATABASE_URL to the current schema")
+    serve_cmd = commands.add_parser("serve", help="serve the HTTP API")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.add_argument(
+        "--migrate", action="store_true", help="migrate the database first, instead of refusing"
+    )
+    commands.add_parser("openapi", help="print the OpenAPI document")
+    args = parser.parse_args(argv)
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if args.command == "migrate":
+        migrate(settings)
+        return 0
+    if args.command == "serve":
+        return serve(settings, args)
+    openapi()
+    return 0

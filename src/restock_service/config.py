@@ -1,0 +1,44 @@
+"""Settings, read once from the environment (prefix ``RESTOCK_``)."""
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./restock.db"
+
+_SCHEME_ALIASES = {
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the accepted URL spellings onto the async drivers we ship."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEME_ALIASES:
+        accepted = ", ".join(f"{s}://" for s in _SCHEME_ALIASES)
+        raise ValueError(f"unsupported database URL scheme {scheme!r}; use one of {accepted}")
+    return f"{_SCHEME_ALIASES[scheme]}://{rest}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESTOCK_", extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the database."
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    db_retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_after_s: int = Field(default=2, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return normalize_database_url(value)

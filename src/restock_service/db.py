@@ -1,0 +1,157 @@
+"""Engines, explicit transactions and the schema-version check, for both dialects."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from restock_service.config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# SQLSTATEs that mean "run the whole transaction again": serialization failure, deadlock.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+READ_ONLY = "restock_read_only"
+
+
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """Create the async engine; on SQLite, take over BEGIN so writers begin IMMEDIATE."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+            **({} if pooled else {"poolclass": NullPool}),
+        )
+        _install_sqlite_hooks(engine, settings)
+        return engine
+    server_settings = {"application_name": "restock-service"}
+    if settings.db_statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    pool_args: dict[str, Any] = (
+        {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_connect_timeout_s,
+            "pool_pre_ping": True,
+        }
+        if pooled
+        else {"poolclass": NullPool}
+    )
+    return create_async_engine(
+        url,
+        connect_args={
+            "timeout": settings.db_connect_timeout_s,
+            "server_settings": server_settings,
+        },
+        **pool_args,
+    )
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, settings: Settings) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the sqlite3 module from issuing its own (deferred) BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front, so what they read stays true until commit.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    """True for deadlocks and serialization failures, which a rerun resolves."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return sqlstate in RETRYABLE_SQLSTATES
+
+
+class Database:
+    """The engine plus the two ways in: a write transaction and a read transaction."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or create_engine(settings)
+        self.dialect = self.engine.dialect.name
+        self._reader = self.engine.execution_options(**{READ_ONLY: True})
+        # SQLite has one writer at a time; queue this process's writers here instead of
+        # letting them spin in SQLite's busy handler.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one write transaction; rerun it on deadlock or serialization failure."""
+        attempts = self.settings.db_retry_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                if self._write_lock is None:
+                    return await self._run_write(work)
+                async with self._write_lock:
+                    return await self._run_write(work)
+            except DBAPIError as exc:
+                if attempt == attempts or not is_retryable(exc):
+                    raise
+                log.info("transaction retried after %s (attempt %d)", type(exc.orig), attempt)
+                await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+
+    async def _run_write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self.engine.begin() as conn:
+            return await work(conn)
+
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one read-only transaction."""
+        async with self._reader.begin() as conn:
+            return await work(conn)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+# --- schema version -------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: packaged inside the wheel, or at the root of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parents[1] / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("migrations directory not found")
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def _current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    return await conn.run_sync(_current_revision)

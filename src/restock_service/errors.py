@@ -1,0 +1,54 @@
+"""Domain errors. One handler in the API layer maps each to its HTTP status."""
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of the errors a service raises on purpose."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not Found"
+
+
+class Conflict(DomainError):
+    status = 409
+    title = "Conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One offending field: where it is, what was wrong, and the value that was sent."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    input: Any = None
+    type: str = "value_error"
+
+
+class InvalidRequest(DomainError):
+    """A request that parsed but breaks a rule that needs more than one field (or the DB)."""
+
+    status = 422
+    title = "Unprocessable Content"
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{field_path(p.loc)}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """``("orders", 1, "order_no")`` → ``orders[1].order_no``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out

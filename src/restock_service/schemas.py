@@ -1,0 +1,186 @@
+"""Request and response bodies (pydantic). Requests reject unknown fields and loose types."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+
+from restock_service.messages import Code, Mall, Outcome, RestockStatus
+from restock_service.rules import BatchResult, Line
+
+ORDER_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Visible ASCII except / ? # % (they would break the sku's place in a URL path).
+SKU_PATTERN = r"^[\x21\x22\x24\x26-\x2E\x30-\x3E\x40-\x7E]{1,64}$"
+
+OrderNo = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=ORDER_NO_PATTERN,
+        description="The mall's order number.",
+        examples=["354396-20260525-0036329794"],
+    ),
+]
+Sku = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=SKU_PATTERN,
+        description="Inventory-sync product code: visible ASCII except / ? # %.",
+        examples=["TSHIRT-RED-M"],
+    ),
+]
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string with an offset")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StockPut(Request):
+    quantity: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+
+
+class LineIn(Request):
+    sku: Sku
+    quantity: Annotated[StrictInt, Field(ge=1, le=100_000)]
+
+
+class SyncExecutionIn(Request):
+    order_no: OrderNo
+    mall: Mall
+    items: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+    executed_at: Timestamp | None = Field(default=None, description="Default: now.")
+
+
+class RestockOrderIn(Request):
+    order_no: OrderNo
+    mall_cancel_succeeded: StrictBool
+    mall_cancel_message: Annotated[StrictStr, Field(max_length=1000)] | None = None
+
+
+class RestockRequest(Request):
+    mall: Mall
+    restore_stock: StrictBool = Field(description="The 「在庫を戻す」 checkbox.")
+    orders: Annotated[list[RestockOrderIn], Field(min_length=1, max_length=1000)]
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+class LineOut(BaseModel):
+    sku: str
+    quantity: int
+
+    @classmethod
+    def many(cls, lines: tuple[Line, ...]) -> list["LineOut"]:
+        return [cls(sku=line.sku, quantity=line.quantity) for line in lines]
+
+
+class StockOut(BaseModel):
+    sku: str
+    quantity: int
+    updated_at: datetime
+
+
+class SyncExecutionOut(BaseModel):
+    order_no: str
+    mall: Mall
+    items: list[LineOut]
+    executed_at: datetime
+    recorded_at: datetime
+
+
+class RestockResultOut(BaseModel):
+    order_no: str
+    code: Code
+    outcome: Outcome
+    message: str
+    items: list[LineOut]
+    missing_skus: list[str]
+
+
+class Counts(BaseModel):
+    success: int
+    skip: int
+    fail: int
+
+
+class RestockBatchOut(BaseModel):
+    mall: Mall
+    counts: Counts
+    results: list[RestockResultOut]
+    messages: list[str]
+
+    @classmethod
+    def of(cls, batch: BatchResult) -> "RestockBatchOut":
+        return cls(
+            mall=batch.mall,
+            counts=Counts(
+                success=batch.count(Outcome.SUCCESS),
+                skip=batch.count(Outcome.SKIP),
+                fail=batch.count(Outcome.FAIL),
+            ),
+            results=[
+                RestockResultOut(
+                    order_no=r.order_no,
+                    code=r.decision.code,
+                    outcome=r.decision.outcome,
+                    message=r.decision.message,
+                    items=LineOut.many(r.decision.items),
+                    missing_skus=list(r.decision.missing_skus),
+                )
+                for r in batch.results
+            ],
+            messages=list(batch.messages),
+        )
+
+
+class RestockRecordOut(BaseModel):
+    order_no: str
+    mall: Mall
+    status: RestockStatus
+    code: Code
+    message: str
+    items: list[LineOut]
+    missing_skus: list[str]
+    requested_at: datetime
+    completed_at: datetime
+    repeat_requests: int
+
+
+class ProblemField(BaseModel):
+    field: str = Field(description="Where the offending value is, like orders[1].order_no.")
+    location: str = Field(description="body, path, query or header.")
+    message: str
+    type: str
+    input: Any = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, the body of every error."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None

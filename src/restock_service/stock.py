@@ -1,0 +1,159 @@
+"""Stock per sku and the sync executions that deduct from it."""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from restock_service.db import Database
+from restock_service.errors import Conflict, FieldProblem, InvalidRequest, NotFound
+from restock_service.rules import duplicate_sku_problems, order_no_problems
+from restock_service.schemas import LineOut, StockOut, SyncExecutionIn, SyncExecutionOut
+from restock_service.sql import insert_ignoring_conflicts, lock_stock, move_stock
+from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
+
+
+async def set_quantity(db: Database, sku: str, quantity: int, now: datetime) -> StockOut:
+    """Register ``sku`` or set its quantity, writing the difference to the ledger."""
+
+    async def work(conn: AsyncConnection) -> StockOut:
+        await conn.execute(
+            insert_ignoring_conflicts(conn, stock).values(
+                sku=sku, quantity=0, created_at=now, updated_at=now
+            )
+        )
+        current = await lock_stock(conn, [sku])
+        await move_stock(
+            conn, [(sku, quantity - current[sku], None)], current=current, reason="set", at=now
+        )
+        return StockOut(sku=sku, quantity=quantity, updated_at=now)
+
+    return await db.write(work)
+
+
+async def get_stock(db: Database, sku: str) -> StockOut:
+    async def work(conn: AsyncConnection) -> StockOut:
+        row = (
+            await conn.execute(
+                sa.select(stock.c.sku, stock.c.quantity, stock.c.updated_at).where(
+                    stock.c.sku == sku
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"sku {sku!r} is not registered")
+        return StockOut(sku=row.sku, quantity=row.quantity, updated_at=row.updated_at)
+
+    return await db.read(work)
+
+
+async def delete_stock(db: Database, sku: str, now: datetime) -> None:
+    """Remove ``sku`` from the inventory sync; the ledger takes its quantity down to zero."""
+
+    async def work(conn: AsyncConnection) -> None:
+        quantity = (
+            await conn.execute(
+                sa.delete(stock).where(stock.c.sku == sku).returning(stock.c.quantity)
+            )
+        ).scalar_one_or_none()
+        if quantity is None:
+            raise NotFound(f"sku {sku!r} is not registered")
+        await conn.execute(
+            sa.insert(stock_movements).values(
+                sku=sku, delta=-quantity, quantity_after=0, reason="delete", at=now
+            )
+        )
+
+    await db.write(work)
+
+
+async def record_sync_execution(
+    db: Database, execution: SyncExecutionIn, now: datetime
+) -> SyncExecutionOut:
+    """Record that the inventory sync processed an order, and deduct its lines from stock."""
+    problems = order_no_problems(execution.mall, [(("order_no",), execution.order_no)])
+    problems += duplicate_sku_problems(
+        (("items", i, "sku"), line.sku) for i, line in enumerate(execution.items)
+    )
+    if problems:
+        raise InvalidRequest(problems)
+    executed_at = (execution.executed_at or now).astimezone(UTC)
+
+    async def work(conn: AsyncConnection) -> SyncExecutionOut:
+        claimed = await conn.execute(
+            insert_ignoring_conflicts(conn, sync_executions)
+            .values(
+                order_no=execution.order_no,
+                mall=execution.mall.value,
+                executed_at=executed_at,
+                recorded_at=now,
+            )
+            .returning(sync_executions.c.order_no)
+        )
+        if claimed.first() is None:
+            raise Conflict(f"order {execution.order_no} already has a sync execution")
+        current = await lock_stock(conn, (line.sku for line in execution.items))
+        missing = [
+            FieldProblem(("items", i, "sku"), "is not registered", line.sku, "not_registered")
+            for i, line in enumerate(execution.items)
+            if line.sku not in current
+        ]
+        if missing:
+            raise InvalidRequest(missing)
+        await conn.execute(
+            sa.insert(sync_execution_lines),
+            [
+                {
+                    "order_no": execution.order_no,
+                    "sku": line.sku,
+                    "position": i,
+                    "quantity": line.quantity,
+                }
+                for i, line in enumerate(execution.items)
+            ],
+        )
+        await move_stock(
+            conn,
+            [(line.sku, -line.quantity, execution.order_no) for line in execution.items],
+            current=current,
+            reason="sync_execution",
+            at=now,
+        )
+        return SyncExecutionOut(
+            order_no=execution.order_no,
+            mall=execution.mall,
+            items=[LineOut(sku=line.sku, quantity=line.quantity) for line in execution.items],
+            executed_at=executed_at,
+            recorded_at=now,
+        )
+
+    return await db.write(work)
+
+
+async def get_sync_execution(db: Database, order_no: str) -> SyncExecutionOut:
+    async def work(conn: AsyncConnection) -> SyncExecutionOut:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    sync_executions.c.mall,
+                    sync_executions.c.executed_at,
+                    sync_executions.c.recorded_at,
+                    sync_execution_lines.c.sku,
+                    sync_execution_lines.c.quantity,
+                )
+                .join(sync_execution_lines)
+                .where(sync_executions.c.order_no == order_no)
+                .order_by(sync_execution_lines.c.position)
+            )
+        ).all()
+        if not rows:
+            raise NotFound(f"order {order_no} has no sync execution")
+        return SyncExecutionOut(
+            order_no=order_no,
+            mall=rows[0].mall,
+            items=[LineOut(sku=r.sku, quantity=r.quantity) for r in rows],
+            executed_at=rows[0].executed_at,
+            recorded_at=rows[0].recorded_at,
+        )
+
+    return await db.read(work)

@@ -1,0 +1,121 @@
+"""Real databases for every test: SQLite and PostgreSQL, built by the Alembic migrations.
+
+Each run creates its own throwaway PostgreSQL database and drops it at the end. With
+CI=true an unreachable PostgreSQL fails the run; elsewhere its tests skip with the reason.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from restock_service.api import create_app
+from restock_service.cli import migrate
+from restock_service.config import Settings
+from restock_service.db import Database
+from restock_service.tables import metadata
+
+PG_ADMIN_DSN = os.environ.get(
+    "RESTOCK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_problem() -> str | None:
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    """The PostgreSQL server the tests create their databases on."""
+    problem = _pg_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true needs PostgreSQL at {PG_ADMIN_DSN}: {problem}", pytrace=False)
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN} ({problem})")
+    return PG_ADMIN_DSN
+
+
+async def _admin(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def throwaway_pg_database(admin_dsn: str) -> tuple[str, str]:
+    """Create an empty database; return its name and its service URL."""
+    name = f"restock_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
+    base = admin_dsn.rsplit("/", 1)[0]
+    return name, f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def drop_pg_database(admin_dsn: str, name: str) -> None:
+    asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database of each backend, shared by the session's tests."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'restock.db'}"
+        migrate(Settings(database_url=url))
+        yield url
+        return
+    admin = request.getfixturevalue("pg_admin_dsn")
+    name, url = throwaway_pg_database(admin)
+    try:
+        migrate(Settings(database_url=url))
+        yield url
+    finally:
+        drop_pg_database(admin, name)
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+async def empty_tables(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(table.delete())
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The application over empty tables, with its lifespan running."""
+    application = create_app(Settings(database_url=database_url))
+    async with application.router.lifespan_context(application):
+        await empty_tables(application.state.db)
+        yield application
+
+
+@pytest.fixture
+def db(app: FastAPI) -> Database:
+    database: Database = app.state.db
+    return database
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as c:
+        yield c

@@ -1,0 +1,98 @@
+"""Small verbs for tests: register stock, record a sync, send a cancel batch, read the books."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from httpx import AsyncClient, Response
+
+from restock_service.db import Database
+from restock_service.tables import restocks, stock_movements
+
+
+def rakuten(n: int) -> str:
+    """A well-formed Rakuten order number."""
+    return f"354396-20260525-{n:010d}"
+
+
+def amazon(n: int) -> str:
+    return f"503-1234567-{n:07d}"
+
+
+async def put_stock(client: AsyncClient, sku: str, quantity: int) -> None:
+    response = await client.put(f"/stock/{sku}", json={"quantity": quantity})
+    assert response.status_code == 200, response.text
+
+
+async def quantity(client: AsyncClient, sku: str) -> int | None:
+    response = await client.get(f"/stock/{sku}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    value: int = response.json()["quantity"]
+    return value
+
+
+async def quantities(client: AsyncClient, *skus: str) -> dict[str, int | None]:
+    return {sku: await quantity(client, sku) for sku in skus}
+
+
+async def sync(
+    client: AsyncClient, order_no: str, items: dict[str, int], mall: str = "rakuten"
+) -> None:
+    response = await client.post(
+        "/sync-executions",
+        json={
+            "order_no": order_no,
+            "mall": mall,
+            "items": [{"sku": sku, "quantity": q} for sku, q in items.items()],
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def order(order_no: str, succeeded: bool = True, message: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"order_no": order_no, "mall_cancel_succeeded": succeeded}
+    if message is not None:
+        entry["mall_cancel_message"] = message
+    return entry
+
+
+async def cancel(
+    client: AsyncClient,
+    orders: list[dict[str, Any]],
+    *,
+    mall: str = "rakuten",
+    restore_stock: bool = True,
+) -> Response:
+    return await client.post(
+        "/restocks", json={"mall": mall, "restore_stock": restore_stock, "orders": orders}
+    )
+
+
+async def cancel_ok(client: AsyncClient, orders: list[dict[str, Any]], **kw: Any) -> Any:
+    response = await cancel(client, orders, **kw)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def count_rows(db: Database, table: sa.Table) -> int:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+
+
+async def ledger(db: Database, reason: str | None = None) -> list[tuple[str, int, str | None]]:
+    """(sku, delta, order_no) of the ledger rows, oldest first."""
+    query = sa.select(stock_movements.c.sku, stock_movements.c.delta, stock_movements.c.order_no)
+    if reason:
+        query = query.where(stock_movements.c.reason == reason)
+    async with db.engine.connect() as conn:
+        return [tuple(r) for r in await conn.execute(query.order_by(stock_movements.c.id))]
+
+
+async def repeat_requests(db: Database, order_no: str) -> int:
+    async with db.engine.connect() as conn:
+        return (
+            await conn.execute(
+                sa.select(restocks.c.repeat_requests).where(restocks.c.order_no == order_no)
+            )
+        ).scalar_one()
