@@ -119,3 +119,14 @@ def db(app: FastAPI) -> Database:
 async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
+    """A migrated PostgreSQL database for the tests that exist only for PostgreSQL."""
+    name, url = throwaway_pg_database(pg_admin_dsn)
+    try:
+        migrate(Settings(database_url=url))
+        yield url
+    finally:
+        drop_pg_database(pg_admin_dsn, name)

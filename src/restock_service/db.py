@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -150,7 +150,13 @@ def head_revision() -> str | None:
 
 
 def _current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    # Read directly: a MigrationContext would log two INFO lines on every readiness probe.
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    revision: str | None = conn.execute(
+        sa.text("SELECT version_num FROM alembic_version")
+    ).scalar_one_or_none()
+    return revision
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:

@@ -1,0 +1,144 @@
+"""The commands, the readiness endpoint and the committed OpenAPI document."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+
+from restock_service.api import create_app
+from restock_service.config import Settings, normalize_database_url
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "restock_service", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite+aiosqlite:///./restock.db", "sqlite+aiosqlite:///./restock.db"),
+        ("sqlite:///./restock.db", "sqlite+aiosqlite:///./restock.db"),
+    ],
+)
+def test_accepted_database_urls_mean_the_async_drivers(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+def test_unsupported_database_url_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = _cli("migrate", cwd=tmp_path, RESTOCK_DATABASE_URL="mysql://u@h/db")
+
+    assert result.returncode != 0
+    assert "unsupported database URL scheme 'mysql'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_database_whose_schema_is_not_current(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+
+    result = _cli("serve", "--port", str(free_port()), cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "schema is not current" in lines[0]
+    assert "restock-service migrate" in lines[0]
+
+
+def test_migrate_finds_its_scripts_from_any_working_directory(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+    result = _cli("migrate", cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.db").exists()
+
+
+def test_committed_openapi_document_equals_what_the_app_serves() -> None:
+    served = create_app(Settings()).openapi()
+    committed = json.loads((ROOT / "openapi" / "openapi.json").read_text(encoding="utf-8"))
+
+    assert committed == served, "run `make openapi` and commit openapi/openapi.json"
+
+
+def test_openapi_command_prints_the_served_document(tmp_path: Path) -> None:
+    result = _cli("openapi", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == create_app(Settings()).openapi()
+
+
+def test_every_operation_has_a_stable_id_and_a_description() -> None:
+    document = create_app(Settings()).openapi()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+
+    assert all(op.get("operationId") for op in operations)
+    assert all(op.get("description") for op in operations)
+    assert len({op["operationId"] for op in operations}) == len(operations)
+
+
+async def test_health_answers_while_the_process_runs(client: AsyncClient) -> None:
+    response = await client.get("/health")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_ready_when_the_database_answers_and_its_schema_is_current(
+    client: AsyncClient,
+) -> None:
+    response = await client.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+async def _call(url: str, method: str, path: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    app = create_app(Settings(database_url=url, db_connect_timeout_s=2))
+    transport = ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
+        response = await c.request(method, path)
+    return response.status_code, dict(response.headers), response.json()
+
+
+async def test_ready_is_503_while_the_schema_is_behind(tmp_path: Path) -> None:
+    status, headers, body = await _call(
+        f"sqlite+aiosqlite:///{tmp_path / 'behind.db'}", "GET", "/ready"
+    )
+
+    assert status == 503
+    assert headers["retry-after"]
+    assert "restock-service migrate" in str(body["detail"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/ready"), ("GET", "/stock/A"), ("GET", "/restocks/354396-20260525-0000000001")],
+)
+async def test_unreachable_database_answers_503_with_retry_after(method: str, path: str) -> None:
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+
+    status, headers, body = await _call(dead, method, path)
+
+    assert status == 503
+    assert int(headers["retry-after"]) >= 1
+    assert headers["content-type"].startswith("application/problem+json")
+    assert body["status"] == 503
