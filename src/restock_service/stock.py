@@ -1,6 +1,6 @@
 """Stock per sku and the sync executions that deduct from it."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -77,7 +77,7 @@ async def record_sync_execution(
     )
     if problems:
         raise InvalidRequest(problems)
-    executed_at = (execution.executed_at or now).astimezone(UTC)
+    executed_at = execution.executed_at or now
 
     async def work(conn: AsyncConnection) -> SyncExecutionOut:
         claimed = await conn.execute(

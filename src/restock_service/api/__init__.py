@@ -2,8 +2,10 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__
 from restock_service.api import errors, restocks, service, stock
@@ -39,7 +41,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app, settings.retry_after_s)
+    app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
     app.include_router(stock.router)
     app.include_router(restocks.router)
     app.include_router(service.router)
     return app
+
+
+def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
+    """The generated document, with error bodies declared as application/problem+json."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in document["paths"].values():
+            for operation in path.values():
+                for status, response in operation["responses"].items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        response["content"] = {errors.PROBLEM_JSON: content.pop("application/json")}
+        app.openapi_schema = document
+    return app.openapi_schema

@@ -40,7 +40,6 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": Problem,
             "description": _DESCRIPTIONS[status],
-            "content": {"application/problem+json": {}},
         }
         for status in sorted({*statuses, 422, 503})
     }
