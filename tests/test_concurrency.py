@@ -154,3 +154,23 @@ async def test_duplicate_storm_across_two_server_processes_restores_once(
     assert await ledger(db, "restock") == [("A", 3, order_no), ("B", 1, order_no)]
     assert await repeat_requests(db, order_no) == 63
     assert await count_rows(db, restocks) == 1
+
+
+async def test_racing_puts_and_deletes_of_one_sku_never_fail_and_keep_the_books(
+    client: AsyncClient, db: Database, second_app: FastAPI
+) -> None:
+    transport = ASGITransport(app=second_app)
+    async with AsyncClient(transport=transport, base_url="http://second") as other:
+        responses = await asyncio.gather(
+            *(
+                (client, other)[i % 2].put("/stock/RACE", json={"quantity": i})
+                if i % 3
+                else (client, other)[i % 2].delete("/stock/RACE")
+                for i in range(90)
+            )
+        )
+
+    assert {r.status_code for r in responses} <= {200, 204, 404}
+    final = await quantities(client, "RACE")
+    moves = await ledger(db)
+    assert (final["RACE"] or 0) == sum(delta for _, delta, _ in moves)

@@ -27,13 +27,34 @@ def one_of(
     return column.in_(members.scalar_subquery())
 
 
+def upsert(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's own INSERT, the one that has ``ON CONFLICT``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def insert_ignoring_conflicts(
     conn: AsyncConnection, table: sa.Table
 ) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that skips rows whose key already exists (``ON CONFLICT DO NOTHING``)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+    return upsert(conn, table).on_conflict_do_nothing()
+
+
+async def register_and_lock(conn: AsyncConnection, sku: str, at: datetime) -> dict[str, int]:
+    """Register ``sku`` at quantity 0 unless it exists; lock its row; return its quantity.
+
+    One upsert, so a concurrent DELETE cannot slip between "exists" and "locked".
+    """
+    statement = upsert(conn, stock).values(sku=sku, quantity=0, created_at=at, updated_at=at)
+    quantity = (
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[stock.c.sku], set_={"updated_at": statement.excluded.updated_at}
+            ).returning(stock.c.quantity)
+        )
+    ).scalar_one()
+    return {sku: quantity}
 
 
 async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:

@@ -9,7 +9,12 @@ from restock_service.db import Database
 from restock_service.errors import Conflict, FieldProblem, InvalidRequest, NotFound
 from restock_service.rules import duplicate_sku_problems, order_no_problems
 from restock_service.schemas import LineOut, StockOut, SyncExecutionIn, SyncExecutionOut
-from restock_service.sql import insert_ignoring_conflicts, lock_stock, move_stock
+from restock_service.sql import (
+    insert_ignoring_conflicts,
+    lock_stock,
+    move_stock,
+    register_and_lock,
+)
 from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
 
 
@@ -17,12 +22,7 @@ async def set_quantity(db: Database, sku: str, quantity: int, now: datetime) -> 
     """Register ``sku`` or set its quantity, writing the difference to the ledger."""
 
     async def work(conn: AsyncConnection) -> StockOut:
-        await conn.execute(
-            insert_ignoring_conflicts(conn, stock).values(
-                sku=sku, quantity=0, created_at=now, updated_at=now
-            )
-        )
-        current = await lock_stock(conn, [sku])
+        current = await register_and_lock(conn, sku, now)
         await move_stock(
             conn, [(sku, quantity - current[sku], None)], current=current, reason="set", at=now
         )

@@ -67,10 +67,11 @@ def _summary(fields: list[ProblemField]) -> str:
     return "; ".join(f"{f.field}: {f.message}" for f in fields)
 
 
-# SQLSTATE classes that mean the database is away or overloaded, not that we asked wrongly:
-# 08 connection exception, 53 insufficient resources, 57 operator intervention (this
+# SQLSTATE classes that mean "try again later", not that we asked wrongly: 08 connection
+# exception, 40 transaction rollback (deadlocks and serialization failures that outlasted
+# the service's own retries), 53 insufficient resources, 57 operator intervention (this
 # includes 57014, a statement cancelled by statement_timeout).
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -128,9 +129,15 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(500, "Internal Server Error", "unexpected database error")
 
-    # Registered per class (not for Exception), so Starlette answers without re-raising.
+    # Registered per class, so Starlette answers these without re-raising them.
     for exc_class in (DBAPIError, PoolTimeout, OSError):
         app.add_exception_handler(exc_class, _database)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A defect, not an input: the body still follows the one error shape.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(500, "Internal Server Error", "unexpected error")
 
 
 _TITLES = {
