@@ -1,6 +1,7 @@
 """One place that turns every error into an RFC 9457 problem document."""
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,10 +37,16 @@ def problem_response(
 
 
 def _echo(value: Any) -> Any:
-    """The offending value, if it is small enough to be worth sending back."""
+    """The offending value, when it is a small scalar that JSON can carry back."""
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # a lone surrogate ("\ud800") parses but cannot be sent
+        except UnicodeEncodeError:
+            return None
         return value if len(value) <= MAX_INPUT_ECHO else value[:MAX_INPUT_ECHO] + "…"
-    if value is None or isinstance(value, bool | int | float):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # NaN, Infinity, 1e400
+    if value is None or isinstance(value, bool | int):
         return value
     return None
 
