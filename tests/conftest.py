@@ -8,6 +8,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import pytest
@@ -70,6 +71,17 @@ def drop_pg_database(admin_dsn: str, name: str) -> None:
     asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@contextmanager
+def migrated_pg_database(admin_dsn: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database at the current schema, dropped afterwards."""
+    name, url = throwaway_pg_database(admin_dsn)
+    try:
+        migrate(Settings(database_url=url))
+        yield url
+    finally:
+        drop_pg_database(admin_dsn, name)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -80,13 +92,8 @@ def database_url(
         migrate(Settings(database_url=url))
         yield url
         return
-    admin = request.getfixturevalue("pg_admin_dsn")
-    name, url = throwaway_pg_database(admin)
-    try:
-        migrate(Settings(database_url=url))
+    with migrated_pg_database(request.getfixturevalue("pg_admin_dsn")) as url:
         yield url
-    finally:
-        drop_pg_database(admin, name)
 
 
 @pytest.fixture
@@ -124,9 +131,5 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
 @pytest.fixture(scope="session")
 def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
     """A migrated PostgreSQL database for the tests that exist only for PostgreSQL."""
-    name, url = throwaway_pg_database(pg_admin_dsn)
-    try:
-        migrate(Settings(database_url=url))
+    with migrated_pg_database(pg_admin_dsn) as url:
         yield url
-    finally:
-        drop_pg_database(pg_admin_dsn, name)
