@@ -27,6 +27,10 @@ PG_ADMIN_DSN = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BACKENDS = ["sqlite", "postgresql"]
 
+# The tests set what they need; a developer's own RESTOCK_* settings must not leak in.
+for _name in [n for n in os.environ if n.startswith("RESTOCK_") and n != "RESTOCK_TEST_PG_DSN"]:
+    del os.environ[_name]
+
 
 def _pg_problem() -> str | None:
     async def probe() -> None:

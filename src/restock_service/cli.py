@@ -8,6 +8,7 @@ import sys
 from alembic import command
 from pydantic import ValidationError
 
+from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings
 from restock_service.db import alembic_config, create_engine, current_revision, head_revision
 from restock_service.logs import configure_logging
@@ -52,6 +53,27 @@ def schema_problem(settings: Settings) -> str | None:
     return None
 
 
+async def _check(settings: Settings) -> BooksReport:
+    engine = create_engine(settings, pooled=False)
+    try:
+        async with engine.connect() as conn:
+            return await check_books(conn)
+    finally:
+        await engine.dispose()
+
+
+def check(settings: Settings) -> int:
+    """Print what does not hold and return 1, or print a one-line summary and return 0."""
+    report = asyncio.run(_check(settings))
+    for problem in report.problems:
+        print(problem)
+    if report.balanced:
+        print(report.summary())
+        return 0
+    print(f"books do not balance: {len(report.problems)} problem(s)", file=sys.stderr)
+    return 1
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -68,6 +90,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours: same format, request ids
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
     return 0
 
@@ -94,14 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         "--migrate", action="store_true", help="migrate the database first, instead of refusing"
     )
     commands.add_parser("openapi", help="print the OpenAPI document")
+    commands.add_parser(
+        "check", help="verify that stock equals its ledger and restocks match their ledger rows"
+    )
     args = parser.parse_args(argv)
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":
         migrate(settings)
         return 0
     if args.command == "serve":
         return serve(settings, args)
+    if args.command == "check":
+        return check(settings)
     openapi()
     return 0

@@ -1,7 +1,11 @@
 """Settings, read once from the environment (prefix ``RESTOCK_``)."""
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from restock_service.access import ApiKeys
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./restock.db"
 
@@ -37,6 +41,21 @@ class Settings(BaseSettings):
     db_retry_attempts: int = Field(default=5, ge=1, le=50)
     retry_after_s: int = Field(default=2, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    graceful_shutdown_s: int = Field(default=30, ge=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _parse_keys(cls, value: SecretStr) -> SecretStr:
+        ApiKeys.parse(value.get_secret_value())  # fail at start, not at the first request
+        return value
+
+    def keys(self) -> ApiKeys:
+        return ApiKeys.parse(self.api_keys.get_secret_value())
 
     @field_validator("database_url")
     @classmethod

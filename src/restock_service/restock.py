@@ -77,6 +77,7 @@ async def restock_batch(db: Database, request: RestockRequest, now: datetime) ->
             r.order_no,
             request.mall.value,
             r.decision.code.value,
+            extra={"order_no": r.order_no, "mall": request.mall.value, "code": r.decision.code},
         )
     messages = batch_messages(
         restore_stock=request.restore_stock,

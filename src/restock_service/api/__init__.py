@@ -1,5 +1,6 @@
 """The HTTP layer: it translates between HTTP and the services, and holds no rules."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -8,10 +9,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__
-from restock_service.api import errors, restocks, service, stock
+from restock_service.api import errors, middleware, restocks, service, stock
 from restock_service.config import Settings
 from restock_service.db import Database, head_revision
 from restock_service.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Adds a cancelled order's stock back to the inventory sync, exactly as the sync deducted it
@@ -23,7 +26,13 @@ documents (`application/problem+json`).
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; the database engine lives as long as the app's lifespan."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    keys = settings.keys()
+    if not keys.enabled:
+        log.warning(
+            "RESTOCK_API_KEYS is empty: every call is served WITHOUT authentication "
+            "(local development only)"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stock.router)
     app.include_router(restocks.router)
     app.include_router(service.router)
+    # Added innermost first: a request meets RequestId, then RequireKey, then LimitBody.
+    app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
+    app.add_middleware(middleware.RequireKey, keys=keys)
+    app.add_middleware(middleware.RequestId)
     return app
 
 
