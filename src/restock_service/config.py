@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
-    db_connect_timeout_s: float = Field(default=5.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    db_connect_timeout_s: float = Field(default=2.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=3000, ge=0)
+    db_deadline_s: float = Field(
+        default=4.0, gt=0, description="Bound on one unit of database work, retries included."
+    )
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     db_retry_attempts: int = Field(default=5, ge=1, le=50)
     retry_after_s: int = Field(default=2, ge=1)

@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +54,8 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         url,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
+            # Client-side bound for a server that accepts but never answers.
+            "command_timeout": settings.db_deadline_s,
             "server_settings": server_settings,
         },
         **pool_args,
@@ -79,6 +81,15 @@ def _install_sqlite_hooks(engine: AsyncEngine, settings: Settings) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned unit's failure is expected, not news
+
+    return done
+
+
 def is_retryable(exc: DBAPIError) -> bool:
     """True for deadlocks and serialization failures, which a rerun resolves."""
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -96,9 +107,13 @@ class Database:
         # SQLite has one writer at a time; queue this process's writers here instead of
         # letting them spin in SQLite's busy handler.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction; rerun it on deadlock or serialization failure."""
+        return await self._within_deadline(self._write_with_retries(work))
+
+    async def _write_with_retries(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         attempts = self.settings.db_retry_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -109,7 +124,7 @@ class Database:
             except DBAPIError as exc:
                 if attempt == attempts or not is_retryable(exc):
                     raise
-                log.info("transaction retried after %s (attempt %d)", type(exc.orig), attempt)
+                log.info("transaction retried after %s (attempt %d)", exc.orig, attempt)
                 await asyncio.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
 
@@ -119,8 +134,26 @@ class Database:
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in one read-only transaction."""
+        return await self._within_deadline(self._run_read(work))
+
+    async def _run_read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._reader.begin() as conn:
             return await work(conn)
+
+    async def _within_deadline(self, unit: Coroutine[Any, Any, T]) -> T:
+        """Await ``unit`` for at most ``db_deadline_s``, however long its cleanup would take.
+
+        Past the deadline the unit is cancelled and left to roll back in the background (a
+        hung server can keep a rollback waiting), and the caller gets TimeoutError at once.
+        """
+        task = asyncio.ensure_future(unit)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.settings.db_deadline_s)
+        except TimeoutError:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()
