@@ -137,3 +137,14 @@ def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
     """A migrated PostgreSQL database for the tests that exist only for PostgreSQL."""
     with migrated_pg_database(pg_admin_dsn) as url:
         yield url
+
+
+@pytest.fixture
+async def pg_client(pg_database_url: str) -> AsyncIterator[tuple[AsyncClient, Database]]:
+    """An in-process client on the PostgreSQL-only database, its tables emptied."""
+    application = create_app(Settings(database_url=pg_database_url))
+    async with application.router.lifespan_context(application):
+        await empty_tables(application.state.db)
+        transport = ASGITransport(app=application)
+        async with AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c, application.state.db

@@ -14,7 +14,6 @@ from restock_service.config import Settings
 from restock_service.db import Database
 from restock_service.messages import Code
 from restock_service.tables import restocks
-from tests.conftest import empty_tables
 from tests.helpers import (
     count_rows,
     ledger,
@@ -122,16 +121,6 @@ async def test_overlapping_batches_in_opposite_orders_restore_each_order_once_wi
 
 async def empty_ledger_expectation(db: Database) -> None:
     assert await ledger(db, "restock") == []
-
-
-@pytest.fixture
-async def pg_client(pg_database_url: str) -> AsyncIterator[tuple[AsyncClient, Database]]:
-    application = create_app(Settings(database_url=pg_database_url))
-    async with application.router.lifespan_context(application):
-        await empty_tables(application.state.db)
-        transport = ASGITransport(app=application)
-        async with AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, application.state.db
 
 
 async def test_duplicate_storm_across_two_server_processes_restores_once(
