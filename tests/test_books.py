@@ -1,0 +1,119 @@
+"""`restock-service check` proves the books, and names what breaks them."""
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from httpx import AsyncClient
+
+from restock_service.books import check_books
+from restock_service.db import Database
+from restock_service.tables import stock, stock_movements
+from tests.helpers import cancel_ok, order, put_stock, rakuten, sync
+
+
+async def _trade(client: AsyncClient) -> None:
+    await put_stock(client, "A", 10)
+    await put_stock(client, "B", 3)
+    await put_stock(client, "GONE", 2)
+    await sync(client, rakuten(1), {"A": 2, "B": 1})
+    await sync(client, rakuten(2), {"A": 1})
+    await cancel_ok(client, [order(rakuten(1))])
+    await client.delete("/stock/GONE")
+
+
+async def _problems(db: Database) -> tuple[str, ...]:
+    async with db.engine.connect() as conn:
+        return (await check_books(conn)).problems
+
+
+async def _corrupt(db: Database, statement: sa.Executable) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(statement)
+
+
+async def test_books_balance_after_sets_syncs_restocks_and_deletes(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+
+    async with db.engine.connect() as conn:
+        report = await check_books(conn)
+
+    assert report.balanced
+    assert (report.skus, report.restored) == (2, 1)
+
+
+async def test_a_quantity_that_differs_from_its_ledger_is_named(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    await _corrupt(db, sa.update(stock).where(stock.c.sku == "B").values(quantity=99))
+
+    assert await _problems(db) == ("sku B: quantity 99 but its ledger sums to 3",)
+
+
+async def test_a_restored_line_without_its_ledger_row_is_named(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    await _corrupt(
+        db,
+        sa.delete(stock_movements).where(
+            stock_movements.c.reason == "restock", stock_movements.c.sku == "A"
+        ),
+    )
+
+    problems = await _problems(db)
+    assert (
+        f"restock {rakuten(1)} sku A: restored 2 but the ledger has 0 row(s) adding 0" in problems
+    )
+    assert "sku A: quantity 9 but its ledger sums to 7" in problems
+
+
+async def test_a_restock_ledger_row_of_an_order_never_restored_is_named(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    await _corrupt(
+        db,
+        sa.insert(stock_movements).values(
+            sku="A",
+            delta=1,
+            quantity_after=0,
+            reason="restock",
+            order_no=rakuten(2),
+            at=sa.func.current_timestamp(),
+        ),
+    )
+
+    problems = await _problems(db)
+    assert f"ledger adds 1 to sku A for order {rakuten(2)}, which has no restored line" in problems
+
+
+async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
+    client: AsyncClient, db: Database, database_url: str
+) -> None:
+    await _trade(client)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "restock_service", "check"],
+            env={**os.environ, "RESTOCK_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    balanced = await asyncio.to_thread(run)
+    await _corrupt(db, sa.update(stock).where(stock.c.sku == "B").values(quantity=99))
+    broken = await asyncio.to_thread(run)
+
+    assert balanced.returncode == 0, balanced.stderr
+    assert balanced.stdout.splitlines() == [
+        "books balance: 2 skus equal their ledger sums; 1 restored restocks match their ledger rows"
+    ]
+    assert broken.returncode == 1
+    assert broken.stdout.splitlines() == ["sku B: quantity 99 but its ledger sums to 3"]
