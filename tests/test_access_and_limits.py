@@ -219,3 +219,12 @@ async def test_each_order_decision_is_one_json_log_line_with_the_request_id(
         "code": "restored",
         "request_id": "req-777",
     }
+
+
+async def test_body_that_is_not_utf8_is_422_naming_the_body(client: AsyncClient) -> None:
+    response = await client.post(
+        "/restocks", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+    )
+
+    assert_problem(response, 422)
+    assert [e["field"] for e in response.json()["errors"]] == ["body"]

@@ -70,8 +70,14 @@ def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        for path in document["paths"].values():
+        document.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "RESTOCK_API_KEYS"}
+        }
+        document["security"] = [{"bearer": []}]
+        for route, path in document["paths"].items():
             for operation in path.values():
+                if route in middleware.OPEN_PATHS:
+                    operation["security"] = []
                 for status, response in operation["responses"].items():
                     content = response.get("content", {})
                     if status[0] in "45" and "application/json" in content:

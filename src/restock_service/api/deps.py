@@ -27,19 +27,25 @@ OrderNoPath = Annotated[
 ]
 
 _DESCRIPTIONS = {
+    401: "Keys are configured and the request has no valid `Authorization: Bearer <key>`.",
+    403: "A reader key on a call that writes.",
     404: "Unknown sku or order.",
     409: "Conflicts with what is recorded; nothing changed.",
+    413: "The request body is over 1 MiB; nothing was read.",
     422: "Invalid request; `errors` names each offending field. Nothing changed.",
     503: "The database cannot be reached; retry after `Retry-After` seconds.",
 }
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer (always 422 and 503)."""
+    """OpenAPI entries for the error statuses a route can answer.
+
+    Every route behind the key check can answer 401, 403, 413, 422 and 503.
+    """
     return {
         status: {
             "model": Problem,
             "description": _DESCRIPTIONS[status],
         }
-        for status in sorted({*statuses, 422, 503})
+        for status in sorted({*statuses, 401, 403, 413, 422, 503})
     }

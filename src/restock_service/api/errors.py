@@ -117,6 +117,16 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body it could not decode (not UTF-8). That is broken
+            # JSON, which the contract answers with a 422 naming the body.
+            field = ProblemField(
+                field="body",
+                location="body",
+                message="is not valid UTF-8 JSON",
+                type="json_invalid",
+            )
+            return problem_response(422, "Unprocessable Content", _summary([field]), [field])
         return problem_response(
             exc.status_code,
             _TITLES.get(exc.status_code, "Error"),
