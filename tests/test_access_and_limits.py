@@ -228,3 +228,39 @@ async def test_body_that_is_not_utf8_is_422_naming_the_body(client: AsyncClient)
 
     assert_problem(response, 422)
     assert [e["field"] for e in response.json()["errors"]] == ["body"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/stock/..%2F..%2Fetc%2Fpasswd",
+        "/stock/%00",
+        "/stock/%25",
+        "/stock/" + "a" * 10_000,
+        "/restocks/%2e%2e",
+        "/stock/%E2%80%AE",
+        "/stock/'%3B%20DROP%20TABLE%20stock%3B--",
+        "/restocks/1'%20OR%20'1'%3D'1",
+        "/sync-executions/%0d%0aX-Injected:%201",
+    ],
+)
+async def test_path_tricks_get_a_4xx_never_a_5xx(client: AsyncClient, path: str) -> None:
+    response = await client.get(path)
+
+    assert 400 <= response.status_code < 500
+    assert "x-injected" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"quantity": 1e309}', b'{"quantity": 99999999999999999999999999999}', b"[" * 100_000],
+    ids=["overflowing-float", "huge-integer", "deep-nesting"],
+)
+async def test_numbers_and_nesting_json_cannot_hold_are_422(
+    client: AsyncClient, content: bytes
+) -> None:
+    response = await client.put(
+        "/stock/A", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert_problem(response, 422)
