@@ -8,7 +8,6 @@ class DomainError(Exception):
     """Base of the errors a service raises on purpose."""
 
     status = 400
-    title = "Bad Request"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -17,12 +16,10 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     status = 404
-    title = "Not Found"
 
 
 class Conflict(DomainError):
     status = 409
-    title = "Conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +36,6 @@ class InvalidRequest(DomainError):
     """A request that parsed but breaks a rule that needs more than one field (or the DB)."""
 
     status = 422
-    title = "Unprocessable Content"
 
     def __init__(self, problems: list[FieldProblem]) -> None:
         super().__init__("; ".join(f"{field_path(p.loc)}: {p.message}" for p in problems))

@@ -20,14 +20,29 @@ PROBLEM_JSON = "application/problem+json"
 MAX_INPUT_ECHO = 200
 
 
+# RFC 9110 reason phrases, used as the problem title.
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
 def problem_response(
     status: int,
-    title: str,
     detail: str,
     errors: list[ProblemField] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = Problem(title=title, status=status, detail=detail, errors=errors)
+    body = Problem(title=TITLES.get(status, "Error"), status=status, detail=detail, errors=errors)
     return JSONResponse(
         body.model_dump(exclude_none=True),
         status_code=status,
@@ -97,7 +112,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = _validation_fields(list(exc.errors()))
-        return problem_response(422, "Unprocessable Content", _summary(fields), fields)
+        return problem_response(422, _summary(fields), fields)
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
@@ -113,7 +128,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
                 )
                 for p in exc.problems
             ]
-        return problem_response(exc.status, exc.title, exc.detail, fields)
+        return problem_response(exc.status, exc.detail, fields)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -126,10 +141,9 @@ def install(app: FastAPI, retry_after_s: int) -> None:
                 message="is not valid UTF-8 JSON",
                 type="json_invalid",
             )
-            return problem_response(422, "Unprocessable Content", _summary([field]), [field])
+            return problem_response(422, _summary([field]), [field])
         return problem_response(
             exc.status_code,
-            _TITLES.get(exc.status_code, "Error"),
             str(exc.detail),
             headers=dict(exc.headers) if exc.headers else None,
         )
@@ -139,12 +153,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
             return problem_response(
                 503,
-                "Service Unavailable",
                 "the database cannot be reached; nothing was changed, retry later",
                 headers={"Retry-After": str(retry_after_s)},
             )
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(500, "Internal Server Error", "unexpected database error")
+        return problem_response(500, "unexpected database error")
 
     # Registered per class, so Starlette answers these without re-raising them.
     for exc_class in (DBAPIError, PoolTimeout, OSError):
@@ -154,18 +167,4 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         # A defect, not an input: the body still follows the one error shape.
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(500, "Internal Server Error", "unexpected error")
-
-
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    503: "Service Unavailable",
-}
+        return problem_response(500, "unexpected error")

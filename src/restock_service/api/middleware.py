@@ -80,12 +80,11 @@ class RequireKey:
         if role is None:
             response = problem_response(
                 401,
-                "Unauthorized",
                 "send a valid key as `Authorization: Bearer <key>`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         elif not allows(role, scope["method"]):
-            response = problem_response(403, "Forbidden", f"a {role} key cannot {scope['method']}")
+            response = problem_response(403, f"a {role} key cannot {scope['method']}")
         else:
             await self.app(scope, receive, send)
             return
@@ -131,7 +130,5 @@ class LimitBody:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            413, "Content Too Large", f"the request body is over {self.limit} bytes"
-        )
+        response = problem_response(413, f"the request body is over {self.limit} bytes")
         await response(scope, receive, send)

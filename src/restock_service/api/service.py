@@ -44,13 +44,10 @@ async def ready(request: Request, db: DB) -> Ready | JSONResponse:
         revision = await db.read(current_revision)
     except Exception as exc:  # any failure to ask means "not ready"
         log.warning("readiness check failed: %r", exc)
-        return problem_response(
-            503, "Service Unavailable", "the database cannot be reached", headers=retry_after
-        )
+        return problem_response(503, "the database cannot be reached", headers=retry_after)
     if revision != head:
         return problem_response(
             503,
-            "Service Unavailable",
             f"the database schema is at {revision}, not at {head}: run `restock-service migrate`",
             headers=retry_after,
         )
