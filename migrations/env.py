@@ -25,8 +25,8 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
-    # No statement timeout: a migration of a large table may rightly take longer.
-    engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=0), pooled=False)
+    # Unbounded: a migration of a large table may rightly take longer than a request.
+    engine = create_engine(Settings(database_url=url), pooled=False, bounded=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

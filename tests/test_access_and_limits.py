@@ -264,3 +264,28 @@ async def test_numbers_and_nesting_json_cannot_hold_are_422(
     )
 
     assert_problem(response, 422)
+
+
+async def test_a_defect_answers_500_as_a_problem_with_the_request_id(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+
+    @app.get("/defect")
+    async def defect() -> None:
+        raise RuntimeError("a bug, not an input")
+
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        response = await client.get("/defect", headers={"X-Request-ID": "bug-1"})
+
+    assert_problem(response, 500)
+    assert response.headers["x-request-id"] == "bug-1"
+    assert "a bug" not in response.text
+
+
+def test_keys_setting_tolerates_spaces_around_entries() -> None:
+    keys = ApiKeys.parse(f" {WRITER} : writer , {READER}:reader ")
+
+    assert keys.role_of(WRITER) is Role.WRITER
+    assert keys.role_of(READER) is Role.READER

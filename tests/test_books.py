@@ -117,3 +117,22 @@ async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     ]
     assert broken.returncode == 1
     assert broken.stdout.splitlines() == ["sku B: quantity 99 but its ledger sums to 3"]
+
+
+def test_check_of_an_unreachable_database_is_one_line_not_a_traceback() -> None:
+    from tests.servers import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "restock_service", "check"],
+        env={
+            **os.environ,
+            "RESTOCK_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("restock-service: cannot check the books:")
+    assert "Traceback" not in result.stderr

@@ -25,7 +25,7 @@ class ApiKeys:
         """Parse ``"key1:writer,key2:reader"``; several keys may share a role (rotation)."""
         entries = []
         for position, item in enumerate(filter(None, (p.strip() for p in raw.split(","))), 1):
-            key, sep, role = item.rpartition(":")
+            key, sep, role = (part.strip() for part in item.rpartition(":"))
             if not sep or not key or role not in Role.__members__.values():
                 raise ValueError(f"entry {position} must look like KEY:writer or KEY:reader")
             entries.append((_digest(key), Role(role)))

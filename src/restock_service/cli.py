@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings
-from restock_service.db import alembic_config, create_engine, current_revision, head_revision
+from restock_service.db import (
+    alembic_config,
+    create_engine,
+    current_revision,
+    head_revision,
+    read_only,
+)
 from restock_service.logs import configure_logging
 
 
@@ -32,7 +38,7 @@ def migrate(settings: Settings) -> None:
 async def _revision(settings: Settings) -> str | None:
     engine = create_engine(settings, pooled=False)
     try:
-        async with engine.connect() as conn:
+        async with read_only(engine).connect() as conn:
             return await current_revision(conn)
     finally:
         await engine.dispose()
@@ -54,9 +60,9 @@ def schema_problem(settings: Settings) -> str | None:
 
 
 async def _check(settings: Settings) -> BooksReport:
-    engine = create_engine(settings, pooled=False)
+    engine = create_engine(settings, pooled=False, bounded=False)
     try:
-        async with engine.connect() as conn:
+        async with read_only(engine).connect() as conn:
             return await check_books(conn)
     finally:
         await engine.dispose()
@@ -64,7 +70,12 @@ async def _check(settings: Settings) -> BooksReport:
 
 def check(settings: Settings) -> int:
     """Print what does not hold and return 1, or print a one-line summary and return 0."""
-    report = asyncio.run(_check(settings))
+    try:
+        report = asyncio.run(_check(settings))
+    except Exception as exc:
+        first_line = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+        print(f"restock-service: cannot check the books: {first_line}", file=sys.stderr)
+        return 2
     for problem in report.problems:
         print(problem)
     if report.balanced:

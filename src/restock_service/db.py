@@ -26,8 +26,12 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 READ_ONLY = "restock_read_only"
 
 
-def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
-    """Create the async engine; on SQLite, take over BEGIN so writers begin IMMEDIATE."""
+def create_engine(settings: Settings, *, pooled: bool = True, bounded: bool = True) -> AsyncEngine:
+    """Create the async engine; on SQLite, take over BEGIN so writers begin IMMEDIATE.
+
+    ``bounded=False`` drops the statement and command timeouts, for work that may rightly
+    run long: migrations and ``check``.
+    """
     url = settings.database_url
     if url.startswith("sqlite"):
         engine = create_async_engine(
@@ -38,7 +42,7 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         _install_sqlite_hooks(engine, settings)
         return engine
     server_settings = {"application_name": "restock-service"}
-    if settings.db_statement_timeout_ms:
+    if bounded and settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     pool_args: dict[str, Any] = (
         {
@@ -55,7 +59,7 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             # Client-side bound for a server that accepts but never answers.
-            "command_timeout": settings.db_deadline_s,
+            "command_timeout": settings.db_deadline_s if bounded else None,
             "server_settings": server_settings,
         },
         **pool_args,
@@ -103,7 +107,7 @@ class Database:
         self.settings = settings
         self.engine = engine or create_engine(settings)
         self.dialect = self.engine.dialect.name
-        self._reader = self.engine.execution_options(**{READ_ONLY: True})
+        self._reader = read_only(self.engine)
         # SQLite has one writer at a time; queue this process's writers here instead of
         # letting them spin in SQLite's busy handler.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
@@ -190,6 +194,11 @@ def _current_revision(conn: Connection) -> str | None:
         sa.text("SELECT version_num FROM alembic_version")
     ).scalar_one_or_none()
     return revision
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine, beginning plain (deferred) transactions on SQLite."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:

@@ -10,7 +10,13 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 # What every LogRecord has; anything else on a record came from `extra=` and is logged.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+# uvicorn's `color_message` repeats the message with terminal colours: not for a log store.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 
 
 class _RequestIdFilter(logging.Filter):

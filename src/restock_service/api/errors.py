@@ -163,8 +163,4 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     for exc_class in (DBAPIError, PoolTimeout, OSError):
         app.add_exception_handler(exc_class, _database)
 
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # A defect, not an input: the body still follows the one error shape.
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(500, "unexpected error")
+    # Any other exception is a defect: middleware.RequestId answers it with a 500 problem.

@@ -54,8 +54,22 @@ class RequestId:
                 ]
             await send(message)
 
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # A defect, not an input. Answer here, inside, so the 500 carries the request
+            # id and the one error shape; past a started response there is nothing to say.
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await problem_response(500, "unexpected error")(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 
@@ -72,11 +86,12 @@ class RequireKey:
             await self.app(scope, receive, send)
             return
         scheme, _, presented = (_header(scope, b"authorization") or b"").partition(b" ")
-        role = (
-            self.keys.role_of(presented.strip().decode("latin-1"))
-            if scheme.lower() == b"bearer"
-            else None
-        )
+        role = None
+        if scheme.lower() == b"bearer":
+            try:
+                role = self.keys.role_of(presented.strip().decode("utf-8"))
+            except UnicodeDecodeError:
+                role = None
         if role is None:
             response = problem_response(
                 401,
@@ -103,7 +118,10 @@ class LimitBody:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and not declared.isdigit():
+            await problem_response(400, "Content-Length is not a number")(scope, receive, send)
+            return
+        if declared is not None and int(declared) > self.limit:
             await self._too_large(scope, receive, send)
             return
         body = bytearray()
