@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format migrate openapi
+.PHONY: help install run test lint format migrate openapi demo check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ format: install ## Rewrite the code in the house format
 
 migrate: install ## Bring RESTOCK_DATABASE_URL to the current schema
 	$(BIN)/restock-service migrate
+
+demo: install ## Run the demo against the embedded default: a mixed Rakuten cancel batch
+	$(BIN)/restock-service demo
+
+check: install ## Verify the books of RESTOCK_DATABASE_URL
+	$(BIN)/restock-service check
 
 openapi: install ## Rewrite openapi/openapi.json from the app
 	$(BIN)/restock-service openapi > openapi/openapi.json

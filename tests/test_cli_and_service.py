@@ -142,3 +142,12 @@ async def test_unreachable_database_answers_503_with_retry_after(method: str, pa
     assert int(headers["retry-after"]) >= 1
     assert headers["content-type"].startswith("application/problem+json")
     assert body["status"] == 503
+
+
+def test_demo_command_runs_against_a_fresh_embedded_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+
+    result = _cli("demo", cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "受注番号 | メッセージ" in result.stdout

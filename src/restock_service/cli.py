@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "check", help="verify that stock equals its ledger and restocks match their ledger rows"
     )
+    commands.add_parser(
+        "demo", help="run a mixed Rakuten cancel batch and print the merchant's result screen"
+    )
     args = parser.parse_args(argv)
 
     settings = _settings()
@@ -143,5 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args)
     if args.command == "check":
         return check(settings)
+    if args.command == "demo":
+        from restock_service.demo import main_demo
+
+        return main_demo(settings, sys.stdout)
     openapi()
     return 0

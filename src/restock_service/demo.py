@@ -1,0 +1,288 @@
+"""A walk-through of one cancel batch, against the real service and the real database.
+
+The demo registers stock, records the inventory sync's executions of four Rakuten orders,
+and sends one mixed cancel batch through the HTTP API, in process. It then prints the
+「キャンセル申請 実行結果」 screen as the merchant sees it, with the stock before and after.
+
+Every run uses skus and order numbers of its own, so it can run again and again on the
+same database (the embedded SQLite default included). The Japanese texts on the screen are
+the ones the service answered; none is typed here.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from restock_service.access import Role
+from restock_service.api import create_app
+from restock_service.cli import migrate
+from restock_service.config import Settings
+from restock_service.messages import Code, Mall
+
+MALL = Mall.RAKUTEN
+# What the mall answered for the order it refused to cancel: input to the service.
+MALL_REFUSAL = (
+    "現在のステータスが発送前キャンセル申請可能なステータスではないため、キャンセルができません。"
+)
+MALL_CANCEL_PREFIX = "モールキャンセル: "
+TITLE = "キャンセル申請 実行結果"
+TABLE_HEADER = "受注番号 | メッセージ"
+REMOVED = "(removed)"
+
+STOCK = {"TSHIRT-RED-M": 10, "CAP-01": 5, "MUG-02": 3}
+REMOVED_SKU = "MUG-02"
+
+
+@dataclass(frozen=True)
+class Order:
+    """One order of the batch: what the sync deducted, and what should become of it."""
+
+    role: str
+    lines: dict[str, int]
+    expected: Code
+    mall_cancel_succeeded: bool = True
+
+
+ORDERS = (
+    Order("cancelled at the mall", {"TSHIRT-RED-M": 2, "CAP-01": 1}, Code.RESTORED),
+    Order("the mall refused the cancel", {"CAP-01": 1}, Code.MALL_CANCEL_FAILED, False),
+    Order("already restocked once", {"TSHIRT-RED-M": 1}, Code.ALREADY_RESTORED),
+    Order("its product was removed", {REMOVED_SKU: 1}, Code.PRODUCT_NOT_FOUND),
+)
+REPEATED = 2  # restocked alone first, so that the batch repeats it
+# Stock just before the batch → just after it (None: the sku is not registered).
+EXPECTED_STOCK: dict[str, tuple[int | None, int | None]] = {
+    "TSHIRT-RED-M": (8, 10),
+    "CAP-01": (3, 4),
+    REMOVED_SKU: (None, None),
+}
+
+
+class DemoError(Exception):
+    """A step of the setup did not answer as the contract says."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """The names of one run: its own skus and Rakuten order numbers."""
+
+    label: str
+    order_nos: tuple[str, ...]
+
+    @classmethod
+    def at(cls, epoch_ms: int) -> "Run":
+        moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+        ms_of_day = epoch_ms % 86_400_000
+        order_nos = tuple(
+            f"354396-{moment:%Y%m%d}-{ms_of_day * 10 + i + 1:010d}" for i in range(len(ORDERS))
+        )
+        return cls(str(epoch_ms), order_nos)
+
+    def sku(self, name: str) -> str:
+        return f"DEMO-{self.label}-{name}"
+
+
+def main_demo(settings: Settings, out: TextIO) -> int:
+    """Migrate the database, then run the demo; the exit code of ``run_demo``."""
+    migrate(settings)
+    return asyncio.run(run_demo(settings, out))
+
+
+async def run_demo(settings: Settings, out: TextIO) -> int:
+    """Run the demo on a migrated database; 0 when every order came out as expected."""
+    app = create_app(settings)
+    headers = _auth_headers(settings)
+    if headers is None:
+        print("demo: RESTOCK_API_KEYS has no writer key; the demo needs one.", file=out)
+        return 1
+    async with (
+        _quiet_client_log(),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://demo", headers=headers
+        ) as client,
+    ):
+        try:
+            return await _demo(client, settings, out)
+        except DemoError as exc:
+            print(f"demo failed: {exc}", file=out)
+            return 1
+
+
+async def _demo(client: httpx.AsyncClient, settings: Settings, out: TextIO) -> int:
+    run = await _fresh_run(client)
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"restock-service demo: run {run.label} on {url}", file=out)
+    print(file=out)
+
+    for name, quantity in STOCK.items():
+        await _call(client, "PUT", f"/stock/{run.sku(name)}", {"quantity": quantity}, 200)
+        print(f"  PUT /stock/{run.sku(name)}  quantity {quantity}", file=out)
+    for order_no, order in zip(run.order_nos, ORDERS, strict=True):
+        items = [{"sku": run.sku(sku), "quantity": q} for sku, q in order.lines.items()]
+        body = {"order_no": order_no, "mall": MALL.value, "items": items}
+        await _call(client, "POST", "/sync-executions", body, 201)
+        lines = ", ".join(f"{sku} x{q}" for sku, q in order.lines.items())
+        print(f"  POST /sync-executions  {order_no}  {lines}  ({order.role})", file=out)
+
+    repeated = run.order_nos[REPEATED]
+    first = await _call(client, "POST", "/restocks", _batch([_order(repeated)]), 200)
+    print(f"  POST /restocks  {repeated} alone first: {first['results'][0]['code']}", file=out)
+    await _call(client, "DELETE", f"/stock/{run.sku(REMOVED_SKU)}", None, 204)
+    print(f"  DELETE /stock/{run.sku(REMOVED_SKU)}  (removed from the inventory sync)", file=out)
+
+    before = {name: await _quantity(client, run.sku(name)) for name in STOCK}
+    orders = [
+        _order(order_no, order.mall_cancel_succeeded)
+        for order_no, order in zip(run.order_nos, ORDERS, strict=True)
+    ]
+    answer = await _call(client, "POST", "/restocks", _batch(orders), 200)
+    print(f"  POST /restocks  {len(orders)} orders, restore_stock true", file=out)
+    after = {name: await _quantity(client, run.sku(name)) for name in STOCK}
+
+    print(file=out)
+    _print_screen(answer, orders, out)
+    print(file=out)
+    print("在庫 (before → after the cancel batch)", file=out)
+    width = max(len(run.sku(name)) for name in STOCK) + 1
+    for name in STOCK:
+        shown = f"{_shown(before[name])} → {_shown(after[name])}"
+        print(f"  {run.sku(name) + ':':<{width}} {shown}", file=out)
+
+    differences = _differences(run, answer, before, after)
+    print(file=out)
+    if differences:
+        print("NOT as expected:", file=out)
+        for line in differences:
+            print(f"  {line}", file=out)
+        return 1
+    print("As expected: " + ", ".join(o.expected for o in ORDERS), file=out)
+    return 0
+
+
+def _print_screen(answer: dict[str, Any], orders: list[dict[str, Any]], out: TextIO) -> None:
+    """The 「キャンセル申請 実行結果」 screen: a row per order, then the 在庫戻し lines."""
+    print(f"{TITLE} ({str(answer['mall']).capitalize()})", file=out)
+    print(file=out)
+    print(TABLE_HEADER, file=out)
+    results = {r["order_no"]: r for r in answer["results"]}
+    for sent in orders:
+        if sent["mall_cancel_succeeded"]:
+            message = results[sent["order_no"]]["message"]
+        else:
+            message = MALL_CANCEL_PREFIX + sent["mall_cancel_message"]
+        print(f"{sent['order_no']} | {message}", file=out)
+    print(file=out)
+    for line in answer["messages"]:
+        print(line, file=out)
+
+
+def _differences(
+    run: Run,
+    answer: dict[str, Any],
+    before: dict[str, int | None],
+    after: dict[str, int | None],
+) -> list[str]:
+    found = [r["order_no"] for r in answer["results"]]
+    if found != list(run.order_nos):
+        return [f"results are for {found}, not for {list(run.order_nos)}"]
+    differences = [
+        f"{order_no}: expected {order.expected}, got {result['code']}"
+        for order_no, order, result in zip(run.order_nos, ORDERS, answer["results"], strict=True)
+        if result["code"] != order.expected
+    ]
+    for name, (expected_before, expected_after) in EXPECTED_STOCK.items():
+        if (before[name], after[name]) != (expected_before, expected_after):
+            differences.append(
+                f"{run.sku(name)}: expected {_shown(expected_before)} → {_shown(expected_after)}, "
+                f"got {_shown(before[name])} → {_shown(after[name])}"
+            )
+    return differences
+
+
+async def _fresh_run(client: httpx.AsyncClient) -> Run:
+    """Names no earlier run on this database has used."""
+    epoch_ms = time.time_ns() // 1_000_000
+    for _ in range(1000):
+        run = Run.at(epoch_ms)
+        taken = [await _exists(client, f"/stock/{run.sku(name)}") for name in STOCK]
+        taken += [await _exists(client, f"/sync-executions/{n}") for n in run.order_nos]
+        if not any(taken):
+            return run
+        epoch_ms += 1
+    raise DemoError("could not find unused demo skus and order numbers")
+
+
+async def _exists(client: httpx.AsyncClient, path: str) -> bool:
+    response = await client.get(path)
+    if response.status_code not in (200, 404):
+        raise DemoError(f"GET {path} answered {response.status_code}: {response.text}")
+    return response.status_code == 200
+
+
+async def _quantity(client: httpx.AsyncClient, sku: str) -> int | None:
+    response = await client.get(f"/stock/{sku}")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise DemoError(f"GET /stock/{sku} answered {response.status_code}: {response.text}")
+    quantity: int = response.json()["quantity"]
+    return quantity
+
+
+async def _call(
+    client: httpx.AsyncClient, method: str, path: str, body: Any, expected: int
+) -> dict[str, Any]:
+    response = await client.request(method, path, json=body)
+    if response.status_code != expected:
+        raise DemoError(
+            f"{method} {path} answered {response.status_code}, not {expected}: {response.text}"
+        )
+    answer: dict[str, Any] = response.json() if response.content else {}
+    return answer
+
+
+@asynccontextmanager
+async def _quiet_client_log() -> AsyncIterator[None]:
+    """The demo prints its own calls; httpx need not log each one again."""
+    logger = logging.getLogger("httpx")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _batch(orders: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"mall": MALL.value, "restore_stock": True, "orders": orders}
+
+
+def _order(order_no: str, mall_cancel_succeeded: bool = True) -> dict[str, Any]:
+    entry: dict[str, Any] = {"order_no": order_no, "mall_cancel_succeeded": mall_cancel_succeeded}
+    if not mall_cancel_succeeded:
+        entry["mall_cancel_message"] = MALL_REFUSAL
+    return entry
+
+
+def _shown(quantity: int | None) -> str:
+    return REMOVED if quantity is None else str(quantity)
+
+
+def _auth_headers(settings: Settings) -> dict[str, str] | None:
+    """No header when the service runs without keys; a writer key's header when it has keys."""
+    if not settings.keys().enabled:
+        return {}
+    for item in settings.api_keys.get_secret_value().split(","):
+        key, _, role = item.strip().rpartition(":")
+        if key and role == Role.WRITER:
+            return {"Authorization": f"Bearer {key}"}
+    return None

@@ -1,0 +1,71 @@
+"""The demo: the 「キャンセル申請 実行結果」 screen of one mixed batch, run twice."""
+
+import io
+from pathlib import Path
+
+from restock_service.config import Settings
+from restock_service.demo import main_demo, run_demo
+from restock_service.messages import (
+    FAILURES_HEADER,
+    MESSAGE,
+    Code,
+    failure_line,
+    restored_count_line,
+)
+
+MALL_REFUSAL = (
+    "現在のステータスが発送前キャンセル申請可能なステータスではないため、キャンセルができません。"
+)
+
+
+def _screen(printed: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The table rows (order_no, message) and the 在庫戻し lines of the printed screen."""
+    lines = printed.splitlines()
+    start = lines.index("受注番号 | メッセージ") + 1
+    end = lines.index("", start)
+    rows = [tuple(line.split(" | ", 1)) for line in lines[start:end]]
+    batch_end = lines.index("", end + 1)
+    return [(order_no, message) for order_no, message in rows], lines[end + 1 : batch_end]
+
+
+def test_demo_prints_the_merchants_screen_and_runs_again_on_the_same_database(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}")
+    seen_orders: set[str] = set()
+    for _ in range(2):
+        out = io.StringIO()
+        assert main_demo(settings, out) == 0, out.getvalue()
+        printed = out.getvalue()
+
+        assert "キャンセル申請 実行結果 (Rakuten)" in printed.splitlines()
+        rows, batch_lines = _screen(printed)
+        assert [message for _, message in rows] == [
+            MESSAGE[Code.RESTORED],
+            "モールキャンセル: " + MALL_REFUSAL,
+            MESSAGE[Code.ALREADY_RESTORED],
+            MESSAGE[Code.PRODUCT_NOT_FOUND],
+        ]
+        removed_order = rows[3][0]
+        assert batch_lines == [
+            restored_count_line(1),
+            MESSAGE[Code.ALREADY_RESTORED],
+            FAILURES_HEADER,
+            failure_line(removed_order, MESSAGE[Code.PRODUCT_NOT_FOUND]),
+        ]
+        assert "TSHIRT-RED-M: 8 → 10" in printed
+        assert "NOT as expected" not in printed
+
+        order_nos = {order_no for order_no, _ in rows}
+        assert len(order_nos) == 4
+        assert not order_nos & seen_orders, "a second run must use order numbers of its own"
+        seen_orders |= order_nos
+
+
+async def test_demo_reports_failure_on_a_database_without_schema(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", db_deadline_s=0.5
+    )
+    out = io.StringIO()
+    assert await run_demo(settings, out) == 1
+    assert out.getvalue().startswith("demo failed: ")
