@@ -30,6 +30,7 @@ class FieldProblem:
     message: str
     input: Any = None
     type: str = "value_error"
+    location: str = "body"
 
 
 class InvalidRequest(DomainError):

@@ -11,14 +11,16 @@ One write transaction per batch, with a fixed number of statements whatever its 
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from restock_service import cursors
 from restock_service.db import Database
-from restock_service.errors import InvalidRequest, NotFound
+from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.messages import MESSAGE, RECORDED_STATUS, Code, Mall, RestockStatus
 from restock_service.rules import (
     BatchResult,
@@ -31,9 +33,22 @@ from restock_service.rules import (
     decide_repeat,
     order_no_problems,
 )
-from restock_service.schemas import LineOut, RestockRecordOut, RestockRequest
+from restock_service.schemas import (
+    LineOut,
+    Resolution,
+    ResolutionIn,
+    RestockPage,
+    RestockRecordOut,
+    RestockRequest,
+)
 from restock_service.sql import insert_ignoring_conflicts, lock_stock, move_stock, one_of
-from restock_service.tables import restock_lines, restocks, sync_execution_lines, sync_executions
+from restock_service.tables import (
+    UTCDateTime,
+    restock_lines,
+    restocks,
+    sync_execution_lines,
+    sync_executions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,25 +244,130 @@ async def get_restock(db: Database, order_no: str) -> RestockRecordOut:
         ).first()
         if record is None:
             raise NotFound(f"no restock is recorded for order {order_no}")
-        lines = (
-            await conn.execute(
-                sa.select(restock_lines.c.sku, restock_lines.c.quantity, restock_lines.c.missing)
-                .where(restock_lines.c.order_no == order_no)
-                .order_by(restock_lines.c.position)
+        return (await _with_lines(conn, [record]))[0]
+
+    return await db.read(work)
+
+
+LIST_CURSOR = "restocks"
+
+
+async def list_restocks(
+    db: Database,
+    *,
+    status: RestockStatus | None,
+    mall: Mall | None,
+    limit: int,
+    cursor: str | None,
+) -> RestockPage:
+    """Recorded restocks, oldest ``requested_at`` first, one keyset page at a time."""
+    query = sa.select(restocks)
+    if status is not None:
+        query = query.where(restocks.c.status == status.value)
+    if mall is not None:
+        query = query.where(restocks.c.mall == mall.value)
+    if cursor is not None:
+        at, order_no = cursors.decode(cursor, LIST_CURSOR, (str, str), param="cursor")
+        query = query.where(
+            sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
+            > sa.tuple_(
+                sa.bindparam(None, datetime.fromisoformat(at), type_=UTCDateTime),
+                sa.bindparam(None, order_no, type_=sa.String),
             )
-        ).all()
-        code = Code(record.code)
-        return RestockRecordOut(
-            order_no=record.order_no,
-            mall=record.mall,
-            status=record.status,
-            code=code,
-            message=MESSAGE[code],
-            items=[LineOut(sku=r.sku, quantity=r.quantity) for r in lines],
-            missing_skus=[r.sku for r in lines if r.missing],
-            requested_at=record.requested_at,
-            completed_at=record.completed_at,
-            repeat_requests=record.repeat_requests,
+        )
+    query = query.order_by(restocks.c.requested_at, restocks.c.order_no).limit(limit + 1)
+
+    async def work(conn: AsyncConnection) -> RestockPage:
+        rows = (await conn.execute(query)).all()
+        page = await _with_lines(conn, rows[:limit])
+        last = page[-1] if len(rows) > limit else None
+        return RestockPage(
+            items=page,
+            next_cursor=cursors.encode(LIST_CURSOR, last.requested_at.isoformat(), last.order_no)
+            if last
+            else None,
         )
 
     return await db.read(work)
+
+
+async def resolve_restock(
+    db: Database, order_no: str, resolution: ResolutionIn, now: datetime
+) -> RestockRecordOut:
+    """Mark a failed restock as settled by hand; stock is not touched."""
+
+    async def work(conn: AsyncConnection) -> RestockRecordOut:
+        record = (
+            await conn.execute(
+                sa.update(restocks)
+                .where(
+                    restocks.c.order_no == order_no,
+                    restocks.c.status == RestockStatus.FAILED.value,
+                )
+                .values(
+                    status=RestockStatus.RESOLVED.value,
+                    resolution_note=resolution.note,
+                    resolved_by=resolution.resolved_by,
+                    resolved_at=now,
+                )
+                .returning(*restocks.c)
+            )
+        ).first()
+        if record is None:
+            status = (
+                await conn.execute(
+                    sa.select(restocks.c.status).where(restocks.c.order_no == order_no)
+                )
+            ).scalar_one_or_none()
+            if status is None:
+                raise NotFound(f"no restock is recorded for order {order_no}")
+            raise Conflict(f"the restock of order {order_no} is {status}, not failed")
+        return (await _with_lines(conn, [record]))[0]
+
+    return await db.write(work)
+
+
+async def _with_lines(
+    conn: AsyncConnection, records: Sequence[sa.Row[Any]]
+) -> list[RestockRecordOut]:
+    """The records as the API shows them, with their lines read in one statement."""
+    if not records:
+        return []
+    lines: dict[str, list[Any]] = {}
+    for line in await conn.execute(
+        sa.select(
+            restock_lines.c.order_no,
+            restock_lines.c.sku,
+            restock_lines.c.quantity,
+            restock_lines.c.missing,
+        )
+        .where(one_of(conn, restock_lines.c.order_no, (r.order_no for r in records)))
+        .order_by(restock_lines.c.order_no, restock_lines.c.position)
+    ):
+        lines.setdefault(line.order_no, []).append(line)
+    out = []
+    for record in records:
+        code = Code(record.code)
+        own = lines.get(record.order_no, [])
+        out.append(
+            RestockRecordOut(
+                order_no=record.order_no,
+                mall=record.mall,
+                status=record.status,
+                code=code,
+                message=MESSAGE[code],
+                items=[LineOut(sku=r.sku, quantity=r.quantity) for r in own],
+                missing_skus=[r.sku for r in own if r.missing],
+                requested_at=record.requested_at,
+                completed_at=record.completed_at,
+                repeat_requests=record.repeat_requests,
+                resolution=Resolution(
+                    note=record.resolution_note,
+                    resolved_by=record.resolved_by,
+                    resolved_at=record.resolved_at,
+                )
+                if record.resolved_at is not None
+                else None,
+            )
+        )
+    return out

@@ -13,6 +13,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    field_validator,
 )
 
 from restock_service.messages import Code, Mall, Outcome, RestockStatus
@@ -84,6 +85,31 @@ class RestockOrderIn(Request):
     order_no: OrderNo
     mall_cancel_succeeded: StrictBool
     mall_cancel_message: Annotated[StrictStr, Field(max_length=1000)] | None = None
+
+
+# Free text that PostgreSQL can store (no NUL characters).
+Text = Annotated[StrictStr, Field(pattern=r"^[^\x00]*$")]
+
+
+class ResolutionIn(Request):
+    note: Annotated[Text, Field(min_length=1, max_length=1000)]
+    resolved_by: Annotated[Text, Field(min_length=1, max_length=100)]
+
+
+class AdjustmentIn(Request):
+    delta: Annotated[
+        StrictInt,
+        Field(ge=-1_000_000_000, le=1_000_000_000, description="Non-zero change of quantity."),
+    ]
+    reason: Annotated[Text, Field(min_length=1, max_length=200)]
+    order_no: OrderNo | None = None
+
+    @field_validator("delta")
+    @classmethod
+    def _non_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must not be 0")
+        return value
 
 
 class RestockRequest(Request):
@@ -163,6 +189,12 @@ class RestockBatchOut(BaseModel):
         )
 
 
+class Resolution(BaseModel):
+    note: str
+    resolved_by: str
+    resolved_at: datetime
+
+
 class RestockRecordOut(BaseModel):
     order_no: str
     mall: Mall
@@ -174,6 +206,42 @@ class RestockRecordOut(BaseModel):
     requested_at: datetime
     completed_at: datetime
     repeat_requests: int
+    resolution: Resolution | None = Field(
+        default=None, description="How a failed restock was settled by hand."
+    )
+
+
+class RestockPage(BaseModel):
+    items: list[RestockRecordOut]
+    next_cursor: str | None
+
+
+class MovementOut(BaseModel):
+    id: int
+    sku: str
+    delta: int
+    quantity_after: int
+    reason: str = Field(description="set, sync_execution, restock, adjustment or delete.")
+    order_no: str | None
+    at: datetime
+    note: str | None = Field(description="An adjustment's reason; null otherwise.")
+
+
+class MovementPage(BaseModel):
+    items: list[MovementOut]
+    next_cursor: str | None
+
+
+class StockChange(BaseModel):
+    sku: str
+    quantity: int = Field(description="The current quantity; 0 for a removed sku.")
+    deleted: bool
+    changed_at: datetime
+
+
+class StockChangesPage(BaseModel):
+    items: list[StockChange]
+    next_cursor: str = Field(description="Pass as `after` next time.")
 
 
 class ProblemField(BaseModel):

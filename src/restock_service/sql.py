@@ -75,6 +75,32 @@ async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
     return {sku: quantity for sku, quantity in rows}
 
 
+def writing_txid(conn: AsyncConnection) -> sa.ColumnElement[int] | int:
+    """The writing transaction's id on PostgreSQL; 0 on SQLite, whose writers take turns."""
+    if conn.dialect.name == "postgresql":
+        return sa.cast(sa.cast(sa.func.pg_current_xact_id(), sa.Text), sa.BigInteger)
+    return 0
+
+
+def feed_horizon(conn: AsyncConnection) -> sa.ColumnElement[int] | None:
+    """Transactions below this id have all ended: their ledger rows can no longer appear.
+
+    Ledger ids are handed out before commit, so on PostgreSQL a row with a lower id can
+    become visible after one with a higher id. Reading only rows of transactions older than
+    the snapshot's xmin, in (txid, id) order, means no row can later appear behind a cursor.
+    On SQLite writers are serialized, so ids are already in commit order.
+    """
+    if conn.dialect.name == "postgresql":
+        xmin = sa.func.pg_snapshot_xmin(sa.func.pg_current_snapshot())
+        return sa.cast(sa.cast(xmin, sa.Text), sa.BigInteger)
+    return None
+
+
+def ledger_insert(conn: AsyncConnection) -> sa.Insert:
+    """The INSERT for ledger rows, stamped with the writing transaction's id."""
+    return sa.insert(stock_movements).values(txid=writing_txid(conn))
+
+
 async def move_stock(
     conn: AsyncConnection,
     moves: Sequence[tuple[str, int, str | None]],
@@ -82,6 +108,7 @@ async def move_stock(
     current: Mapping[str, int],
     reason: str,
     at: datetime,
+    note: str | None = None,
 ) -> dict[str, int]:
     """Apply ``(sku, delta, order_no)`` moves to locked skus and write one ledger row each.
 
@@ -99,6 +126,7 @@ async def move_stock(
                 "reason": reason,
                 "order_no": order_no,
                 "at": at,
+                "note": note,
             }
         )
     if not ledger:
@@ -112,5 +140,5 @@ async def move_stock(
         .values(quantity=stock.c.quantity + sa.bindparam("b_delta"), updated_at=at),
         [{"b_sku": sku, "b_delta": delta} for sku, delta in sorted(totals.items())],
     )
-    await conn.execute(sa.insert(stock_movements), ledger)
+    await conn.execute(ledger_insert(conn), ledger)
     return after

@@ -5,14 +5,28 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from restock_service import cursors
 from restock_service.db import Database
 from restock_service.errors import Conflict, FieldProblem, InvalidRequest, NotFound
 from restock_service.rules import duplicate_sku_problems, order_no_problems
-from restock_service.schemas import LineOut, StockOut, SyncExecutionIn, SyncExecutionOut
+from restock_service.schemas import (
+    AdjustmentIn,
+    LineOut,
+    MovementOut,
+    MovementPage,
+    StockChange,
+    StockChangesPage,
+    StockOut,
+    SyncExecutionIn,
+    SyncExecutionOut,
+)
 from restock_service.sql import (
+    feed_horizon,
     insert_ignoring_conflicts,
+    ledger_insert,
     lock_stock,
     move_stock,
+    one_of,
     register_and_lock,
 )
 from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
@@ -59,7 +73,7 @@ async def delete_stock(db: Database, sku: str, now: datetime) -> None:
         if quantity is None:
             raise NotFound(f"sku {sku!r} is not registered")
         await conn.execute(
-            sa.insert(stock_movements).values(
+            ledger_insert(conn).values(
                 sku=sku, delta=-quantity, quantity_after=0, reason="delete", at=now
             )
         )
@@ -154,6 +168,124 @@ async def get_sync_execution(db: Database, order_no: str) -> SyncExecutionOut:
             items=[LineOut(sku=r.sku, quantity=r.quantity) for r in rows],
             executed_at=rows[0].executed_at,
             recorded_at=rows[0].recorded_at,
+        )
+
+    return await db.read(work)
+
+
+async def adjust_stock(db: Database, sku: str, adjustment: AdjustmentIn, now: datetime) -> StockOut:
+    """The merchant's manual adjustment (在庫連携で手動調整), written to the ledger."""
+
+    async def work(conn: AsyncConnection) -> StockOut:
+        current = await lock_stock(conn, [sku])
+        if sku not in current:
+            raise NotFound(f"sku {sku!r} is not registered")
+        after = await move_stock(
+            conn,
+            [(sku, adjustment.delta, adjustment.order_no)],
+            current=current,
+            reason="adjustment",
+            at=now,
+            note=adjustment.reason,
+        )
+        return StockOut(sku=sku, quantity=after[sku], updated_at=now)
+
+    return await db.write(work)
+
+
+MOVEMENTS_CURSOR = "movements"
+
+
+async def list_movements(db: Database, sku: str, *, limit: int, cursor: str | None) -> MovementPage:
+    """A sku's ledger, oldest first; 404 only for a sku that never existed."""
+    after = cursors.decode(cursor, MOVEMENTS_CURSOR, (int,), param="cursor")[0] if cursor else 0
+    m = stock_movements
+
+    async def work(conn: AsyncConnection) -> MovementPage:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    m.c.id,
+                    m.c.sku,
+                    m.c.delta,
+                    m.c.quantity_after,
+                    m.c.reason,
+                    m.c.order_no,
+                    m.c.at,
+                    m.c.note,
+                )
+                .where(m.c.sku == sku, m.c.id > after)
+                .order_by(m.c.id)
+                .limit(limit + 1)
+            )
+        ).all()
+        if not rows and cursor is None:
+            # Registering a sku always writes a ledger row: no rows means it never existed.
+            raise NotFound(f"sku {sku!r} has never been registered")
+        page = [MovementOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
+        more = len(rows) > limit
+        return MovementPage(
+            items=page,
+            next_cursor=cursors.encode(MOVEMENTS_CURSOR, page[-1].id) if more else None,
+        )
+
+    return await db.read(work)
+
+
+CHANGES_CURSOR = "changes"
+# How many ledger rows one feed page may read per sku it may return.
+CHANGES_SCAN_FACTOR = 8
+
+
+async def stock_changes(db: Database, *, after: str | None, limit: int) -> StockChangesPage:
+    """Each sku changed after the cursor, once, with its current quantity.
+
+    The feed reads the ledger in (txid, id) order below the snapshot's horizon (see
+    ``sql.feed_horizon``), so a change that commits late still comes after the cursor.
+    """
+    position = (
+        cursors.decode(after, CHANGES_CURSOR, (int, int), param="after") if after else (-1, 0)
+    )
+    m = stock_movements
+
+    async def work(conn: AsyncConnection) -> StockChangesPage:
+        query = sa.select(m.c.txid, m.c.id, m.c.sku, m.c.at).where(
+            sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*position)
+        )
+        horizon = feed_horizon(conn)
+        if horizon is not None:
+            query = query.where(m.c.txid < horizon)
+        rows = await conn.execute(
+            query.order_by(m.c.txid, m.c.id).limit(limit * CHANGES_SCAN_FACTOR)
+        )
+        changed: dict[str, datetime] = {}
+        reached = position
+        for txid, row_id, sku, at in rows:
+            if sku not in changed and len(changed) == limit:
+                break
+            changed[sku] = max(at, changed.get(sku, at))
+            reached = (txid, row_id)
+        quantities: dict[str, int] = {}
+        if changed:
+            quantities = {
+                sku: quantity
+                for sku, quantity in await conn.execute(
+                    sa.select(stock.c.sku, stock.c.quantity).where(
+                        one_of(conn, stock.c.sku, changed)
+                    )
+                )
+            }
+        return StockChangesPage(
+            items=[
+                StockChange(
+                    sku=sku,
+                    quantity=quantities.get(sku, 0),
+                    deleted=sku not in quantities,
+                    changed_at=at,
+                )
+                for sku, at in changed.items()
+            ],
+            next_cursor=cursors.encode(CHANGES_CURSOR, *reached),
         )
 
     return await db.read(work)

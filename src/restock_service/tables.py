@@ -65,10 +65,14 @@ stock_movements = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("order_no", sa.String(64), nullable=True),
     sa.Column("at", UTCDateTime, nullable=False),
+    # The writing transaction's id on PostgreSQL (0 on SQLite): the change feed's order.
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("note", sa.String(200), nullable=True),
     sa.CheckConstraint(
         "reason IN ('set', 'sync_execution', 'restock', 'adjustment', 'delete')", name="reason"
     ),
     sa.Index("ix_stock_movements_sku_id", "sku", "id"),
+    sa.Index("ix_stock_movements_txid_id", "txid", "id"),
 )
 
 sync_executions = sa.Table(
@@ -106,9 +110,13 @@ restocks = sa.Table(
     sa.Column("requested_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=False),
     sa.Column("repeat_requests", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("resolution_note", sa.String(1000), nullable=True),
+    sa.Column("resolved_by", sa.String(100), nullable=True),
+    sa.Column("resolved_at", UTCDateTime, nullable=True),
     sa.CheckConstraint(f"mall IN {MALLS}", name="mall"),
     sa.CheckConstraint("status IN ('restored', 'failed', 'resolved')", name="status"),
     sa.CheckConstraint("code IN ('restored', 'mall_mismatch', 'product_not_found')", name="code"),
+    sa.Index("ix_restocks_requested_at_order_no", "requested_at", "order_no"),
 )
 
 restock_lines = sa.Table(

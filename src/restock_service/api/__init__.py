@@ -13,6 +13,7 @@ from restock_service.api import errors, middleware, restocks, service, stock
 from restock_service.config import Settings
 from restock_service.db import Database, head_revision
 from restock_service.logs import configure_logging
+from restock_service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(local development only)"
         )
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings)
         app.state.head_revision = head_revision()
+        metrics.watch_pool(app.state.db.engine)
         try:
             yield
         finally:
@@ -49,14 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
     app.include_router(stock.router)
     app.include_router(restocks.router)
     app.include_router(service.router)
-    # Added innermost first: a request meets RequestId, then RequireKey, then LimitBody.
+    # Added innermost first: a request meets RequestId, Timing, RequireKey, then LimitBody.
     app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
     app.add_middleware(middleware.RequireKey, keys=keys)
+    app.add_middleware(middleware.Timing, metrics=metrics)
     app.add_middleware(middleware.RequestId)
     return app
 

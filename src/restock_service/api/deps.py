@@ -3,9 +3,10 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from restock_service.db import Database
+from restock_service.metrics import Metrics
 from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
 
 
@@ -14,11 +15,21 @@ def get_db(request: Request) -> Database:
     return db
 
 
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 DB = Annotated[Database, Depends(get_db)]
+AppMetrics = Annotated[Metrics, Depends(get_metrics)]
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+Cursor = Annotated[
+    str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+]
 SkuPath = Annotated[
     str, Path(max_length=64, pattern=SKU_PATTERN, description="Inventory-sync product code.")
 ]

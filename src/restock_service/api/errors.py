@@ -121,7 +121,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             fields = [
                 ProblemField(
                     field=field_path(p.loc),
-                    location="body",
+                    location=p.location,
                     message=p.message,
                     type=p.type,
                     input=_echo(p.input),

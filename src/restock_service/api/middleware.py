@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from restock_service.access import ApiKeys, allows
 from restock_service.api.errors import problem_response
 from restock_service.logs import request_id_var
+from restock_service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,30 @@ class LimitBody:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(413, f"the request body is over {self.limit} bytes")
         await response(scope, receive, send)
+
+
+class Timing:
+    """Count and time every request by its route template (``unmatched`` before routing)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)

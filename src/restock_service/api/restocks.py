@@ -3,19 +3,58 @@
 from fastapi import APIRouter
 
 from restock_service import restock
-from restock_service.api.deps import DB, OrderNoPath, problems, utcnow
-from restock_service.schemas import RestockBatchOut, RestockRecordOut, RestockRequest
+from restock_service.api.deps import (
+    DB,
+    AppMetrics,
+    Cursor,
+    Limit,
+    OrderNoPath,
+    problems,
+    utcnow,
+)
+from restock_service.messages import Mall, RestockStatus
+from restock_service.schemas import (
+    ResolutionIn,
+    RestockBatchOut,
+    RestockPage,
+    RestockRecordOut,
+    RestockRequest,
+)
 
 router = APIRouter(tags=["restocks"])
 
 
 @router.post("/restocks", operation_id="createRestocks", responses=problems())
-async def create_restocks(body: RestockRequest, db: DB) -> RestockBatchOut:
+async def create_restocks(body: RestockRequest, db: DB, metrics: AppMetrics) -> RestockBatchOut:
     """Restore each cancelled order's synced stock, at most once per order."""
-    return RestockBatchOut.of(await restock.restock_batch(db, body, utcnow()))
+    batch = await restock.restock_batch(db, body, utcnow())
+    metrics.count_orders(batch)
+    return RestockBatchOut.of(batch)
+
+
+@router.get("/restocks", operation_id="listRestocks", responses=problems())
+async def list_restocks(
+    db: DB,
+    status: RestockStatus | None = None,
+    mall: Mall | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> RestockPage:
+    """List recorded restocks, oldest first, one keyset page at a time."""
+    return await restock.list_restocks(db, status=status, mall=mall, limit=limit, cursor=cursor)
 
 
 @router.get("/restocks/{order_no}", operation_id="getRestock", responses=problems(404))
 async def get_restock(order_no: OrderNoPath, db: DB) -> RestockRecordOut:
     """Read the restock recorded for an order."""
     return await restock.get_restock(db, order_no)
+
+
+@router.post(
+    "/restocks/{order_no}/resolution",
+    operation_id="resolveRestock",
+    responses=problems(404, 409),
+)
+async def resolve_restock(order_no: OrderNoPath, body: ResolutionIn, db: DB) -> RestockRecordOut:
+    """Mark a failed restock as settled by hand; changes no stock."""
+    return await restock.resolve_restock(db, order_no, body, utcnow())

@@ -2,11 +2,12 @@
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from restock_service.api.deps import DB
+from restock_service.api.deps import DB, AppMetrics, problems
 from restock_service.api.errors import problem_response
 from restock_service.db import current_revision
 from restock_service.schemas import Problem
@@ -52,3 +53,17 @@ async def ready(request: Request, db: DB) -> Ready | JSONResponse:
             headers=retry_after,
         )
     return Ready(status="ready", schema_revision=revision or "")
+
+
+@router.get(
+    "/metrics",
+    operation_id="getMetrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
+        **problems(),
+    },
+)
+async def metrics(metrics: AppMetrics) -> Response:
+    """Expose this process's metrics in the Prometheus text format."""
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -3,8 +3,16 @@
 from fastapi import APIRouter, Response, status
 
 from restock_service import stock
-from restock_service.api.deps import DB, OrderNoPath, SkuPath, problems, utcnow
-from restock_service.schemas import StockOut, StockPut, SyncExecutionIn, SyncExecutionOut
+from restock_service.api.deps import DB, Cursor, Limit, OrderNoPath, SkuPath, problems, utcnow
+from restock_service.schemas import (
+    AdjustmentIn,
+    MovementPage,
+    StockChangesPage,
+    StockOut,
+    StockPut,
+    SyncExecutionIn,
+    SyncExecutionOut,
+)
 
 router = APIRouter()
 
@@ -32,6 +40,40 @@ async def get_stock(sku: SkuPath, db: DB) -> StockOut:
 async def delete_stock(sku: SkuPath, db: DB) -> None:
     """Remove a sku from the inventory sync."""
     await stock.delete_stock(db, sku, utcnow())
+
+
+@router.post(
+    "/stock/{sku}/adjustments",
+    operation_id="adjustStock",
+    tags=["stock"],
+    responses=problems(404),
+)
+async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB) -> StockOut:
+    """Adjust a sku's quantity by hand (在庫連携で手動調整)."""
+    return await stock.adjust_stock(db, sku, body, utcnow())
+
+
+@router.get(
+    "/stock/{sku}/movements",
+    operation_id="listStockMovements",
+    tags=["stock"],
+    responses=problems(404),
+)
+async def list_movements(
+    sku: SkuPath, db: DB, limit: Limit = 100, cursor: Cursor = None
+) -> MovementPage:
+    """List a sku's ledger, oldest first."""
+    return await stock.list_movements(db, sku, limit=limit, cursor=cursor)
+
+
+@router.get("/stock-changes", operation_id="listStockChanges", tags=["stock"], responses=problems())
+async def stock_changes(
+    db: DB,
+    after: Cursor = None,
+    limit: Limit = 100,
+) -> StockChangesPage:
+    """What the periodic sync must push: each sku changed after the cursor, once."""
+    return await stock.stock_changes(db, after=after, limit=limit)
 
 
 @router.post(

@@ -1,0 +1,44 @@
+"""Opaque keyset cursors: a kind and a position, base64url over JSON.
+
+Clients pass them back untouched; a cursor of another kind or a forged one is a 422 that
+names the query parameter.
+"""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from restock_service.errors import FieldProblem, InvalidRequest
+
+
+def encode(kind: str, *position: int | str) -> str:
+    raw = json.dumps([kind, *position], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode(token: str, kind: str, shape: tuple[type, ...], *, param: str) -> tuple[Any, ...]:
+    """The position in ``token``, which must be a ``kind`` cursor of ``shape``."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        value = None
+    if (
+        isinstance(value, list)
+        and len(value) == len(shape) + 1
+        and value[0] == kind
+        and all(type(v) is t for v, t in zip(value[1:], shape, strict=True))
+    ):
+        return tuple(value[1:])
+    raise InvalidRequest(
+        [
+            FieldProblem(
+                (param,),
+                "is not a cursor this service gave out for this list",
+                token,
+                "cursor_invalid",
+                location="query",
+            )
+        ]
+    )
