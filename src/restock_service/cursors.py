@@ -28,10 +28,15 @@ def decode(token: str, kind: str, shape: tuple[type, ...], *, param: str) -> tup
         isinstance(value, list)
         and len(value) == len(shape) + 1
         and value[0] == kind
-        and all(type(v) is t for v, t in zip(value[1:], shape, strict=True))
+        and all(_fits(v, t) for v, t in zip(value[1:], shape, strict=True))
     ):
         return tuple(value[1:])
-    raise InvalidRequest(
+    raise invalid(token, param=param)
+
+
+def invalid(token: str, *, param: str) -> InvalidRequest:
+    """The 422 for a cursor this service did not give out (or not for this list)."""
+    return InvalidRequest(
         [
             FieldProblem(
                 (param,),
@@ -42,3 +47,9 @@ def decode(token: str, kind: str, shape: tuple[type, ...], *, param: str) -> tup
             )
         ]
     )
+
+
+def _fits(value: object, kind: type) -> bool:
+    if kind is int:
+        return type(value) is int and -(2**63) <= value < 2**63
+    return type(value) is kind and "\x00" not in str(value)

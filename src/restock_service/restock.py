@@ -268,10 +268,16 @@ async def list_restocks(
         query = query.where(restocks.c.mall == mall.value)
     if cursor is not None:
         at, order_no = cursors.decode(cursor, LIST_CURSOR, (str, str), param="cursor")
+        try:
+            after = datetime.fromisoformat(at)
+        except ValueError:
+            raise cursors.invalid(cursor, param="cursor") from None
+        if after.tzinfo is None:
+            raise cursors.invalid(cursor, param="cursor")
         query = query.where(
             sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
             > sa.tuple_(
-                sa.bindparam(None, datetime.fromisoformat(at), type_=UTCDateTime),
+                sa.bindparam(None, after, type_=UTCDateTime),
                 sa.bindparam(None, order_no, type_=sa.String),
             )
         )

@@ -219,8 +219,7 @@ async def list_movements(db: Database, sku: str, *, limit: int, cursor: str | No
                 .limit(limit + 1)
             )
         ).all()
-        if not rows and cursor is None:
-            # Registering a sku always writes a ledger row: no rows means it never existed.
+        if not rows and not await _ever_registered(conn, sku):
             raise NotFound(f"sku {sku!r} has never been registered")
         page = [MovementOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
         more = len(rows) > limit
@@ -232,16 +231,23 @@ async def list_movements(db: Database, sku: str, *, limit: int, cursor: str | No
     return await db.read(work)
 
 
+async def _ever_registered(conn: AsyncConnection, sku: str) -> bool:
+    # Registering a sku always writes a ledger row, and ledger rows are never removed.
+    found = await conn.execute(
+        sa.select(stock_movements.c.id).where(stock_movements.c.sku == sku).limit(1)
+    )
+    return found.first() is not None
+
+
 CHANGES_CURSOR = "changes"
-# How many ledger rows one feed page may read per sku it may return.
-CHANGES_SCAN_FACTOR = 8
 
 
 async def stock_changes(db: Database, *, after: str | None, limit: int) -> StockChangesPage:
     """Each sku changed after the cursor, once, with its current quantity.
 
-    The feed reads the ledger in (txid, id) order below the snapshot's horizon (see
-    ``sql.feed_horizon``), so a change that commits late still comes after the cursor.
+    Skus come in the order of their latest change, so following the cursors lists each
+    changed sku once. The ledger is read in (txid, id) order below the snapshot's horizon
+    (see ``sql.feed_horizon``), so a change that commits late still comes after the cursor.
     """
     position = (
         cursors.decode(after, CHANGES_CURSOR, (int, int), param="after") if after else (-1, 0)
@@ -249,22 +255,27 @@ async def stock_changes(db: Database, *, after: str | None, limit: int) -> Stock
     m = stock_movements
 
     async def work(conn: AsyncConnection) -> StockChangesPage:
-        query = sa.select(m.c.txid, m.c.id, m.c.sku, m.c.at).where(
+        # Each sku at its latest change after the cursor; skus in the order of those changes.
+        latest = sa.func.row_number().over(
+            partition_by=m.c.sku, order_by=(m.c.txid.desc(), m.c.id.desc())
+        )
+        recent = sa.select(m.c.sku, m.c.txid, m.c.id, m.c.at, latest.label("latest")).where(
             sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*position)
         )
         horizon = feed_horizon(conn)
         if horizon is not None:
-            query = query.where(m.c.txid < horizon)
-        rows = await conn.execute(
-            query.order_by(m.c.txid, m.c.id).limit(limit * CHANGES_SCAN_FACTOR)
-        )
-        changed: dict[str, datetime] = {}
-        reached = position
-        for txid, row_id, sku, at in rows:
-            if sku not in changed and len(changed) == limit:
-                break
-            changed[sku] = max(at, changed.get(sku, at))
-            reached = (txid, row_id)
+            recent = recent.where(m.c.txid < horizon)
+        recent_rows = recent.subquery()
+        rows = (
+            await conn.execute(
+                sa.select(recent_rows.c.sku, recent_rows.c.txid, recent_rows.c.id, recent_rows.c.at)
+                .where(recent_rows.c.latest == 1)
+                .order_by(recent_rows.c.txid, recent_rows.c.id)
+                .limit(limit)
+            )
+        ).all()
+        changed = {sku: at for sku, _, _, at in rows}
+        reached = (rows[-1].txid, rows[-1].id) if rows else position
         quantities: dict[str, int] = {}
         if changed:
             quantities = {
