@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format migrate openapi demo check
+.PHONY: help install run test lint format migrate openapi demo check bench bench-quick wrk
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,15 @@ demo: install ## Run the demo against the embedded default: a mixed Rakuten canc
 
 check: install ## Verify the books of RESTOCK_DATABASE_URL
 	$(BIN)/restock-service check
+
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+bench: install wrk ## Benchmark against pgbench in one run (a few minutes); see bench/README.md
+	$(BIN)/python bench/run.py
+
+bench-quick: install wrk ## The benchmark's quick mode (CI): every phase briefly, all answers 200
+	$(BIN)/python bench/run.py --quick
 
 openapi: install ## Rewrite openapi/openapi.json from the app
 	$(BIN)/restock-service openapi > openapi/openapi.json

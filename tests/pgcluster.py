@@ -27,7 +27,11 @@ def _bindir() -> Path:
 class Cluster:
     """initdb + pg_ctl on a free port in a temporary directory; the shared server is untouched."""
 
-    def __init__(self) -> None:
+    # For tests: crash-safe enough (WAL is written) but without waiting for the disk.
+    FAST = "-c fsync=off -c full_page_writes=off"
+
+    def __init__(self, options: str = FAST) -> None:
+        self.options = options
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="restock-pg-"))
         self.data = self.root / "data"
@@ -49,10 +53,7 @@ class Cluster:
         subprocess.run(command, check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {self.options}"
         self._run(
             "pg_ctl",
             "-D",

@@ -1,0 +1,555 @@
+"""The benchmark: restock-service beside pgbench, measured side by side in one run.
+
+It starts a throwaway PostgreSQL cluster (default durability), loads the pgbench yardstick
+(../shared/bench) into one database and the service's schema into another, seeds realistic
+data, serves the service with uvicorn workers, and drives both with the same concurrency:
+wrk with a Lua script for the service, pgbench for the database's own limit. It writes
+bench/results/latest.json and a chart, and prints the ratio table.
+
+    python bench/run.py            # the full run (a few minutes)
+    python bench/run.py --quick    # CI: every phase, briefly; asserts completion and 200s
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.pgcluster import Cluster  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+
+SHARED_BENCH = ROOT.parent / "shared" / "bench"
+RESULTS = ROOT / "bench" / "results"
+LUA = ROOT / "bench" / "restock.lua"
+ORDER_PREFIX = "354396-20260525-"
+
+# Targets from the performance issue, as ratios measured in one run.
+TARGETS = {
+    "single_vs_pgbench": 0.60,
+    "batch100_orders_vs_pgbench": 2.50,
+    "get_vs_pgbench_read": 0.08,
+    "p99_ms_single_c8": 15.0,
+    "rss_mb_per_worker": 200.0,
+}
+
+
+@dataclass
+class Plan:
+    quick: bool
+    duration_s: int
+    skus: int
+    orders: int
+    workers: int
+    concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    batch_concurrency: int = 8
+    big_batch_concurrency: int = 2
+
+
+@dataclass
+class Phase:
+    name: str
+    tool: str
+    concurrency: int
+    orders_per_request: int
+    requests: int
+    seconds: float
+    rps: float
+    orders_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def sh(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+# --- the databases -------------------------------------------------------------------------
+
+
+def pgbench_schema(quick: bool) -> str:
+    sql = (SHARED_BENCH / "pgbench_schema.sql").read_text()
+    if quick:  # the same shape, a hundredth of the rows
+        sql = sql.replace("generate_series(1,1000000)", "generate_series(1,10000)")
+        sql = sql.replace("generate_series(1,100000)", "generate_series(1,10000)")
+    return sql
+
+
+async def seed_service(dsn: str, plan: Plan) -> None:
+    """Skus and synced orders, written straight into the migrated schema."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            f"""
+            INSERT INTO stock (sku, quantity, created_at, updated_at)
+              SELECT 'SKU-' || g, 1000000, now(), now() FROM generate_series(1, {plan.skus}) g;
+            INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
+              SELECT 'SKU-' || g, 1000000, 1000000, 'set', now(), 0
+              FROM generate_series(1, {plan.skus}) g;
+            INSERT INTO sync_executions (order_no, mall, executed_at, recorded_at)
+              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'), 'rakuten', now(), now()
+              FROM generate_series(1, {plan.orders}) g;
+            INSERT INTO sync_execution_lines (order_no, sku, position, quantity)
+              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
+                     'SKU-' || (1 + (g * 7) % {plan.skus}), 0, 1 + g % 3
+              FROM generate_series(1, {plan.orders}) g;
+            INSERT INTO sync_execution_lines (order_no, sku, position, quantity)
+              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
+                     'SKU-' || (1 + (g * 13 + 5) % {plan.skus}), 1, 1
+              FROM generate_series(1, {plan.orders}) g
+            ON CONFLICT DO NOTHING;
+            """
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+class OrderRanges:
+    """Hands out disjoint ranges of seeded order numbers, so no request repeats an order."""
+
+    def __init__(self, total: int) -> None:
+        self.next = 1
+        self.total = total
+
+    def take(self, count: int) -> int:
+        start = self.next
+        self.next += count
+        if self.next > self.total + 1:
+            raise RuntimeError(f"not enough seeded orders: need {self.next - 1}, have {self.total}")
+        return start
+
+
+def wrk(
+    url: str,
+    plan: Plan,
+    name: str,
+    *,
+    concurrency: int,
+    mode: str,
+    start: int,
+    span: int,
+    batch: int = 1,
+) -> Phase:
+    threads = min(2, concurrency)
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {
+            **os.environ,
+            "MODE": mode,
+            "START": str(start),
+            "SPAN": str(span),
+            "BATCH": str(batch),
+            "OUT": out.name,
+        }
+        sh(
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{plan.duration_s}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+            env=env,
+        )
+        result = json.loads(Path(out.name).read_text())
+    requests = result["requests"]
+    if mode == "post" and requests * batch > span * threads:
+        raise RuntimeError(f"{name}: sent more orders than its range holds")
+    seconds = result["duration_us"] / 1e6
+    latency = result["latency_us"]
+    return Phase(
+        name=name,
+        tool="wrk",
+        concurrency=concurrency,
+        orders_per_request=batch,
+        requests=requests,
+        seconds=seconds,
+        rps=requests / seconds,
+        orders_per_s=requests * batch / seconds,
+        p50_ms=latency["p50"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        errors=result["errors"],
+    )
+
+
+def pgbench(
+    cluster: Cluster,
+    plan: Plan,
+    name: str,
+    script: str,
+    concurrency: int,
+    *,
+    prepared: bool = False,
+) -> Phase:
+    with tempfile.TemporaryDirectory() as logs:
+        os.chmod(logs, 0o777)
+        args = [
+            str(cluster.bindir / "pgbench"),
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "-f",
+            str(SHARED_BENCH / script),
+            "-c",
+            str(concurrency),
+            "-j",
+            str(min(2, concurrency)),
+            "-T",
+            str(plan.duration_s),
+            "-l",
+            "--log-prefix",
+            f"{logs}/tx",
+        ]
+        if prepared:
+            args += ["-M", "prepared"]
+        output = sh(*args, "bench_pgbench")
+        latencies = sorted(
+            int(line.split()[2])
+            for log in Path(logs).glob("tx*")
+            for line in log.read_text().splitlines()
+            if line
+        )
+    tps = float(re.search(r"tps = ([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"number of failed transactions: (\d+)", output)
+    return Phase(
+        name=name,
+        tool="pgbench",
+        concurrency=concurrency,
+        orders_per_request=1,
+        requests=len(latencies),
+        seconds=float(plan.duration_s),
+        rps=tps,
+        orders_per_s=tps,
+        p50_ms=_percentile(latencies, 50) / 1000,
+        p99_ms=_percentile(latencies, 99) / 1000,
+        errors={"failed": int(failed.group(1)) if failed else 0},
+    )
+
+
+def _percentile(values: list[int], pct: float) -> float:
+    if not values:
+        return 0.0
+    index = min(len(values) - 1, round(pct / 100 * (len(values) - 1)))
+    return float(values[index])
+
+
+def worker_rss_mb(master: subprocess.Popen[bytes]) -> list[float]:
+    """Resident memory of each uvicorn worker (the master's children), or the master alone."""
+    children = sh("ps", "-o", "pid=", "--ppid", str(master.pid)).split()
+    pids = [int(p) for p in children] or [master.pid]
+    sizes = []
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        if match and "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
+            sizes.append(int(match.group(1)) / 1024)
+    return sizes
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def run(plan: Plan) -> dict[str, object]:
+    for tool in ("wrk",):
+        if not shutil.which(tool):
+            raise SystemExit(f"bench: `{tool}` is missing; `make bench` installs it (apt-get)")
+    cluster = Cluster(options="")  # default durability: the yardstick's own settings
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        cluster.start()
+        admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+        service_dsn = f"postgresql://postgres@127.0.0.1:{cluster.port}/bench_service"
+        asyncio.run(_create_databases(admin))
+        print(f"bench: loading the pgbench yardstick ({'quick' if plan.quick else 'full'})")
+        sh(
+            str(cluster.bindir / "psql"),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "-d",
+            "bench_pgbench",
+            "-c",
+            pgbench_schema(plan.quick),
+        )
+        env = {**os.environ, "RESTOCK_DATABASE_URL": service_dsn, "RESTOCK_LOG_LEVEL": "INFO"}
+        env.pop("RESTOCK_API_KEYS", None)
+        sh(sys.executable, "-m", "restock_service", "migrate", env=env)
+        print(f"bench: seeding {plan.skus} skus and {plan.orders} synced orders")
+        asyncio.run(seed_service(service_dsn, plan))
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(RESULTS / "server.log", "wb")  # noqa: SIM115
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "restock_service",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(plan.workers),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        _wait_ready(url)
+
+        orders = OrderRanges(plan.orders)
+        phases: list[Phase] = []
+        rss: list[list[float]] = []
+        for round_ in (1, 2):
+            suffix = "" if round_ == 1 else " (second run)"
+            for c in plan.concurrency:
+                threads = min(2, c)
+                span = _span(plan, 1000 if c == 1 else 4000, threads)
+                phases.append(
+                    wrk(
+                        url,
+                        plan,
+                        f"POST single c={c}{suffix}",
+                        concurrency=c,
+                        mode="post",
+                        start=orders.take(span * threads),
+                        span=span,
+                    )
+                )
+            for size, c in ((100, plan.batch_concurrency), (1000, plan.big_batch_concurrency)):
+                threads = min(2, c)
+                span = _span(plan, 15000, threads)
+                phases.append(
+                    wrk(
+                        url,
+                        plan,
+                        f"POST batch{size}{suffix}",
+                        concurrency=c,
+                        mode="post",
+                        start=orders.take(span * threads),
+                        span=span,
+                        batch=size,
+                    )
+                )
+            restored = orders.next - 1
+            phases.append(
+                wrk(
+                    url,
+                    plan,
+                    f"GET restock c=32{suffix}",
+                    concurrency=32,
+                    mode="get",
+                    start=1,
+                    span=max(1, restored // 2),
+                )
+            )
+            rss.append(worker_rss_mb(server))
+            if plan.quick:
+                break
+
+        for c in plan.concurrency:
+            phases.append(
+                pgbench(cluster, plan, f"pgbench restock c={c}", "pgbench_restock.sql", c)
+            )
+        phases.append(
+            pgbench(cluster, plan, "pgbench read c=8", "pgbench_read.sql", 8, prepared=True)
+        )
+        restored_count = asyncio.run(_count_restored(service_dsn))
+        return _report(plan, phases, rss, sent=orders.next - 1, restored=restored_count)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        cluster.destroy()
+
+
+def _span(plan: Plan, orders_per_s: int, threads: int) -> int:
+    """Orders one wrk thread may need in a phase expected to run at ``orders_per_s``."""
+    return orders_per_s * plan.duration_s * 2 // threads
+
+
+async def _create_databases(admin: str) -> None:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute("CREATE DATABASE bench_service")
+        await conn.execute("CREATE DATABASE bench_pgbench")
+    finally:
+        await conn.close()
+
+
+async def _count_restored(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        counts = await conn.fetch("SELECT status, count(*) FROM restocks GROUP BY status")
+    finally:
+        await conn.close()
+    by_status = {row["status"]: row["count"] for row in counts}
+    if set(by_status) - {"restored"}:
+        raise RuntimeError(f"bench: restocks other than restored: {by_status}")
+    return int(by_status.get("restored", 0))
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the service did not become ready")
+
+
+def _report(
+    plan: Plan, phases: list[Phase], rss: list[list[float]], *, sent: int, restored: int
+) -> dict[str, object]:
+    by_name = {p.name: p for p in phases}
+    bad = {p.name: p.errors for p in phases if any(p.errors.values())}
+    pg8 = by_name["pgbench restock c=8"]
+    single_best = max(by_name[f"POST single c={c}"].rps for c in (8, 32) if c in plan.concurrency)
+    ratios = {
+        "single_vs_pgbench": single_best / pg8.rps,
+        "batch100_orders_vs_pgbench": by_name["POST batch100"].orders_per_s / pg8.rps,
+        "get_vs_pgbench_read": by_name["GET restock c=32"].rps / by_name["pgbench read c=8"].rps,
+        "p99_ms_single_c8": by_name["POST single c=8"].p99_ms,
+        "rss_mb_per_worker": max(rss[-1]) if rss[-1] else 0.0,
+    }
+    result: dict[str, object] = {
+        "mode": "quick" if plan.quick else "full",
+        "plan": asdict(plan),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "phases": [asdict(p) for p in phases],
+        "ratios": ratios,
+        "targets": TARGETS,
+        "rss_mb_per_worker": rss,
+        "orders_sent": sent,
+        "orders_restored": restored,
+        "errors": bad,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "quick.json" if plan.quick else "latest.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    _print_table(phases, ratios, plan)
+    _chart(phases, plan, RESULTS / ("quick.png" if plan.quick else "latest.png"))
+    return result
+
+
+def _print_table(phases: list[Phase], ratios: dict[str, float], plan: Plan) -> None:
+    print(f"\n{'phase':<34}{'req/s':>10}{'orders/s':>11}{'p50 ms':>9}{'p99 ms':>9}  errors")
+    for p in phases:
+        errors = ",".join(f"{k}={v}" for k, v in p.errors.items() if v) or "-"
+        print(
+            f"{p.name:<34}{p.rps:>10.0f}{p.orders_per_s:>11.0f}{p.p50_ms:>9.2f}"
+            f"{p.p99_ms:>9.2f}  {errors}"
+        )
+    print(f"\n{'measure':<34}{'measured':>10}{'target':>10}  ")
+    for key, value in ratios.items():
+        target = TARGETS[key]
+        ok = value <= target if key.startswith(("p99", "rss")) else value >= target
+        shown = f"{value:.2f}" if key.startswith(("p99", "rss")) else f"{value:.0%}"
+        want = f"<= {target:g}" if key.startswith(("p99", "rss")) else f">= {target:.0%}"
+        print(f"{key:<34}{shown:>10}{want:>10}  {'ok' if ok else 'MISSED'}")
+    if plan.quick:
+        print("(quick mode: too short to judge speed; it checks that every phase completes)")
+
+
+def _chart(phases: list[Phase], plan: Plan, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(prefix: str) -> tuple[list[int], list[Phase]]:
+        chosen = [p for p in phases if p.name.startswith(prefix) and "second" not in p.name]
+        return [p.concurrency for p in chosen], chosen
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, prefix, style in (
+        ("restock-service POST /restocks (1 order)", "POST single", "o-"),
+        ("pgbench restock transaction", "pgbench restock", "s--"),
+    ):
+        xs, chosen = series(prefix)
+        left.plot(xs, [p.rps for p in chosen], style, label=label)
+        right.plot(xs, [p.p50_ms for p in chosen], style, label=f"{label} p50")
+        right.plot(xs, [p.p99_ms for p in chosen], style, alpha=0.5, label=f"{label} p99")
+    for ax, title, unit in ((left, "Throughput", "per second"), (right, "Latency", "ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(plan.concurrency), [str(c) for c in plan.concurrency])
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"restock-service beside pgbench ({'quick' if plan.quick else 'full'} run, "
+        f"{plan.workers} workers, {os.cpu_count()} cores)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="brief phases, for CI")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
+    parser.add_argument("--duration", type=int, default=None, help="seconds per phase")
+    args = parser.parse_args()
+    plan = Plan(
+        quick=args.quick,
+        duration_s=args.duration or (1 if args.quick else 10),
+        skus=10_000,
+        orders=120_000 if args.quick else 1_600_000,
+        workers=args.workers,
+    )
+    result = run(plan)
+    if result["errors"]:
+        print(f"bench: responses other than 200: {result['errors']}", file=sys.stderr)
+        return 1
+    if int(result["orders_restored"]) < sum(  # type: ignore[call-overload]
+        p["requests"] * p["orders_per_request"]  # type: ignore[index]
+        for p in result["phases"]  # type: ignore[attr-defined]
+        if p["tool"] == "wrk" and p["name"].startswith("POST")  # type: ignore[index]
+    ):
+        print("bench: fewer orders restored than answered", file=sys.stderr)
+        return 1
+    print(f"bench: {result['orders_restored']} orders restored; results in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
