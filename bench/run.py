@@ -529,11 +529,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
     parser.add_argument("--duration", type=int, default=None, help="seconds per phase")
     args = parser.parse_args()
+    duration = args.duration or (1 if args.quick else 10)
+    rounds = 1 if args.quick else 2
+    # What the phases' order ranges add up to (see the loop in run()).
+    per_round = 2 * duration * (1000 + 3 * 4000 + 2 * 15000)
     plan = Plan(
         quick=args.quick,
-        duration_s=args.duration or (1 if args.quick else 10),
+        duration_s=duration,
         skus=10_000,
-        orders=120_000 if args.quick else 1_600_000,
+        orders=per_round * rounds + 1000,
         workers=args.workers,
     )
     result = run(plan)

@@ -102,6 +102,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours: same format, request ids
+        access_log=settings.access_log,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
     return 0

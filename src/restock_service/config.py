@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=2, ge=1)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = Field(
+        default=False, description="uvicorn's line per request (metrics count requests too)."
+    )
     api_keys: SecretStr = Field(
         default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
     )

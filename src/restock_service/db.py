@@ -49,7 +49,8 @@ def create_engine(settings: Settings, *, pooled: bool = True, bounded: bool = Tr
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_connect_timeout_s,
-            "pool_pre_ping": True,
+            # No pre-ping (a round trip per request): the first request on a dead connection
+            # fails with 503, and SQLAlchemy then invalidates every pooled connection.
         }
         if pooled
         else {"poolclass": NullPool}

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from restock_service import cursors
+from restock_service import cursors, restock_pg
 from restock_service.db import Database
 from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.messages import MESSAGE, RECORDED_STATUS, Code, Mall, RestockStatus
@@ -105,13 +105,13 @@ async def restock_batch(db: Database, request: RestockRequest, now: datetime) ->
 async def _apply(
     conn: AsyncConnection, mall: Mall, order_nos: list[str], now: datetime
 ) -> dict[str, Decision]:
-    recorded, snapshots = await _load(conn, order_nos)
+    pg = conn.dialect.name == "postgresql"
+    recorded, snapshots = await (restock_pg.load if pg else _load)(conn, order_nos)
     restorable = [
         n for n in order_nos if n not in recorded and n in snapshots and snapshots[n].mall == mall
     ]
-    registered = await lock_stock(
-        conn, (line.sku for n in restorable for line in snapshots[n].lines)
-    )
+    skus = {line.sku for n in restorable for line in snapshots[n].lines}
+    registered = await (restock_pg.lock if pg else lock_stock)(conn, skus)
     decisions = {
         n: decide(
             restore_stock=True,
@@ -125,19 +125,24 @@ async def _apply(
     }
 
     new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
-    claimed = await _claim(conn, mall, new, now)
-    restored = [n for n in order_nos if n in claimed and new[n].code is Code.RESTORED]
-    await move_stock(
-        conn,
-        [(line.sku, line.quantity, n) for n in restored for line in new[n].items],
-        current=registered,
-        reason="restock",
-        at=now,
-    )
+    if pg:
+        restore_order = [n for n in order_nos if n in new and new[n].code is Code.RESTORED]
+        claimed = await restock_pg.write(conn, mall, new, restore_order, now)
+    else:
+        claimed = await _claim(conn, mall, new, now)
+        restored = [n for n in order_nos if n in claimed and new[n].code is Code.RESTORED]
+        await move_stock(
+            conn,
+            [(line.sku, line.quantity, n) for n in restored for line in new[n].items],
+            current=registered,
+            reason="restock",
+            at=now,
+        )
 
     # Orders recorded before, and orders another transaction claimed first: both repeats.
     repeats = [n for n in order_nos if n in recorded or (n in new and n not in claimed)]
-    for order_no, status in await _count_repeats(conn, repeats):
+    count = restock_pg.count_repeats if pg else _count_repeats
+    for order_no, status in await count(conn, repeats):
         decisions[order_no] = decide_repeat(status, snapshots.get(order_no))
     return decisions
 
