@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -132,6 +133,45 @@ class Database:
                 log.info("transaction retried after %s (attempt %d)", exc.orig, attempt)
                 await asyncio.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
+
+    async def write_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """PostgreSQL: run ``work`` on the pooled connection's asyncpg driver, in one transaction.
+
+        The hot path's statements go to the driver as they are, with none of SQLAlchemy's
+        per-statement work; pooling, the deadline and the retries stay the same.
+        """
+        return await self._within_deadline(self._driver_with_retries(work))
+
+    async def _driver_with_retries(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        attempts = self.settings.db_retry_attempts
+        for attempt in range(1, attempts + 1):
+            async with self.engine.connect() as conn:
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                try:
+                    async with driver.transaction():
+                        return await work(driver)
+                except asyncpg.PostgresError as exc:
+                    if attempt == attempts or exc.sqlstate not in RETRYABLE_SQLSTATES:
+                        raise
+                    log.info("transaction retried after %s (attempt %d)", exc, attempt)
+                except (asyncpg.InterfaceError, OSError):
+                    await conn.invalidate()  # the pool must not hand this connection out again
+                    raise
+            await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+
+    async def read_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """PostgreSQL: run one-statement ``work`` on the asyncpg driver, without a transaction."""
+        return await self._within_deadline(self._read_driver(work))
+
+    async def _read_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        async with self.engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            try:
+                return await work(driver)
+            except (asyncpg.InterfaceError, OSError):
+                await conn.invalidate()
+                raise
 
     async def _run_write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self.engine.begin() as conn:

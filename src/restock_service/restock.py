@@ -11,8 +11,8 @@ One write transaction per batch, with a fixed number of statements whatever its 
 """
 
 import logging
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from restock_service.rules import (
     Snapshot,
     batch_messages,
     decide,
+    decide_orders,
     decide_repeat,
     order_no_problems,
 )
@@ -65,11 +66,18 @@ async def restock_batch(db: Database, request: RestockRequest, now: datetime) ->
     candidates = [o.order_no for o in request.orders if o.mall_cancel_succeeded]
     decided: dict[str, Decision] = {}
     if request.restore_stock and candidates:
+        if db.dialect == "postgresql":
 
-        async def work(conn: AsyncConnection) -> dict[str, Decision]:
-            return await _apply(conn, request.mall, candidates, now)
+            async def on_driver(driver: Any) -> dict[str, Decision]:
+                return await restock_pg.apply(driver, request.mall, candidates, now)
 
-        decided = await db.write(work)
+            decided = await db.write_driver(on_driver)
+        else:
+
+            async def work(conn: AsyncConnection) -> dict[str, Decision]:
+                return await _apply(conn, request.mall, candidates, now)
+
+            decided = await db.write(work)
 
     results = tuple(
         OrderResult(
@@ -105,44 +113,29 @@ async def restock_batch(db: Database, request: RestockRequest, now: datetime) ->
 async def _apply(
     conn: AsyncConnection, mall: Mall, order_nos: list[str], now: datetime
 ) -> dict[str, Decision]:
-    pg = conn.dialect.name == "postgresql"
-    recorded, snapshots = await (restock_pg.load if pg else _load)(conn, order_nos)
+    recorded, snapshots = await _load(conn, order_nos)
     restorable = [
         n for n in order_nos if n not in recorded and n in snapshots and snapshots[n].mall == mall
     ]
-    skus = {line.sku for n in restorable for line in snapshots[n].lines}
-    registered = await (restock_pg.lock if pg else lock_stock)(conn, skus)
-    decisions = {
-        n: decide(
-            restore_stock=True,
-            mall_cancel_succeeded=True,
-            request_mall=mall,
-            recorded=recorded.get(n),
-            snapshot=snapshots.get(n),
-            registered_skus=registered,
-        )
-        for n in order_nos
-    }
+    registered = await lock_stock(
+        conn, {line.sku for n in restorable for line in snapshots[n].lines}
+    )
+    decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
 
     new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
-    if pg:
-        restore_order = [n for n in order_nos if n in new and new[n].code is Code.RESTORED]
-        claimed = await restock_pg.write(conn, mall, new, restore_order, now)
-    else:
-        claimed = await _claim(conn, mall, new, now)
-        restored = [n for n in order_nos if n in claimed and new[n].code is Code.RESTORED]
-        await move_stock(
-            conn,
-            [(line.sku, line.quantity, n) for n in restored for line in new[n].items],
-            current=registered,
-            reason="restock",
-            at=now,
-        )
+    claimed = await _claim(conn, mall, new, now)
+    restored = [n for n in order_nos if n in claimed and new[n].code is Code.RESTORED]
+    await move_stock(
+        conn,
+        [(line.sku, line.quantity, n) for n in restored for line in new[n].items],
+        current=registered,
+        reason="restock",
+        at=now,
+    )
 
     # Orders recorded before, and orders another transaction claimed first: both repeats.
     repeats = [n for n in order_nos if n in recorded or (n in new and n not in claimed)]
-    count = restock_pg.count_repeats if pg else _count_repeats
-    for order_no, status in await count(conn, repeats):
+    for order_no, status in await _count_repeats(conn, repeats):
         decisions[order_no] = decide_repeat(status, snapshots.get(order_no))
     return decisions
 
@@ -242,6 +235,11 @@ async def _count_repeats(
 
 async def get_restock(db: Database, order_no: str) -> RestockRecordOut:
     """The recorded restock of ``order_no``, with its lines."""
+    if db.dialect == "postgresql":
+        rows = await db.read_driver(lambda driver: restock_pg.record(driver, order_no))
+        if not rows:
+            raise NotFound(f"no restock is recorded for order {order_no}")
+        return _record_out(rows[0], [r for r in rows if r["sku"] is not None])
 
     async def work(conn: AsyncConnection) -> RestockRecordOut:
         record = (
@@ -355,30 +353,34 @@ async def _with_lines(
         .where(one_of(conn, restock_lines.c.order_no, (r.order_no for r in records)))
         .order_by(restock_lines.c.order_no, restock_lines.c.position)
     ):
-        lines.setdefault(line.order_no, []).append(line)
-    out = []
-    for record in records:
-        code = Code(record.code)
-        own = lines.get(record.order_no, [])
-        out.append(
-            RestockRecordOut(
-                order_no=record.order_no,
-                mall=record.mall,
-                status=record.status,
-                code=code,
-                message=MESSAGE[code],
-                items=[LineOut(sku=r.sku, quantity=r.quantity) for r in own],
-                missing_skus=[r.sku for r in own if r.missing],
-                requested_at=record.requested_at,
-                completed_at=record.completed_at,
-                repeat_requests=record.repeat_requests,
-                resolution=Resolution(
-                    note=record.resolution_note,
-                    resolved_by=record.resolved_by,
-                    resolved_at=record.resolved_at,
-                )
-                if record.resolved_at is not None
-                else None,
-            )
+        lines.setdefault(line.order_no, []).append(line._mapping)
+    return [_record_out(r._mapping, lines.get(r.order_no, [])) for r in records]
+
+
+def _record_out(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> RestockRecordOut:
+    """A restock record as the API shows it (a row of ``restocks`` and its lines)."""
+    code = Code(record["code"])
+    resolved_at = record["resolved_at"]
+    return RestockRecordOut(
+        order_no=record["order_no"],
+        mall=record["mall"],
+        status=record["status"],
+        code=code,
+        message=MESSAGE[code],
+        items=[LineOut(sku=r["sku"], quantity=r["quantity"]) for r in lines],
+        missing_skus=[r["sku"] for r in lines if r["missing"]],
+        requested_at=_utc(record["requested_at"]),
+        completed_at=_utc(record["completed_at"]),
+        repeat_requests=record["repeat_requests"],
+        resolution=Resolution(
+            note=record["resolution_note"],
+            resolved_by=record["resolved_by"],
+            resolved_at=_utc(resolved_at),
         )
-    return out
+        if resolved_at is not None
+        else None,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

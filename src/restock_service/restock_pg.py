@@ -1,31 +1,37 @@
 """The restock hot path on PostgreSQL: the same steps as restock.py, in fewer round trips.
 
-Plain SQL with array parameters (``unnest``), sent through the driver: no statement is
-compiled per request, and a whole batch costs the same four statements as a single order:
-read, lock, write (claim + lines + stock + ledger, one statement of writable CTEs), and
-count repeats when there are any. SQLite takes the portable path in restock.py.
+Plain SQL with array parameters (``unnest``), run on the asyncpg driver (see
+``Database.write_driver``): no statement is compiled per request, and a whole batch costs
+the same statements as a single order: read-and-lock, write (claim + lines + stock + ledger
+in one statement of writable CTEs), and count repeats when there are any. SQLite takes the
+portable path in restock.py.
 """
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus
+from restock_service.rules import Decision, Line, Snapshot, decide_orders, decide_repeat
 
-from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus
-from restock_service.rules import Decision, Line, Snapshot
-
-LOAD = """
-SELECT o.order_no, r.status, e.mall, l.sku, l.quantity
+# The orders' records and snapshots, with the snapshot skus' stock rows locked in sku order
+# (a materialized CTE, so the locks are taken whatever the outer query reads).
+LOAD_AND_LOCK = """
+WITH locked AS MATERIALIZED (
+  SELECT s.sku, s.quantity FROM stock s
+  WHERE s.sku IN (
+    SELECT l.sku FROM sync_execution_lines l WHERE l.order_no = ANY($1::text[])
+  )
+  ORDER BY s.sku
+  FOR UPDATE OF s
+)
+SELECT o.order_no, r.status, e.mall, l.sku, l.quantity, k.sku IS NOT NULL AS registered
 FROM unnest($1::text[]) AS o(order_no)
 LEFT JOIN restocks r ON r.order_no = o.order_no
 LEFT JOIN sync_executions e ON e.order_no = o.order_no
 LEFT JOIN sync_execution_lines l ON l.order_no = e.order_no
+LEFT JOIN locked k ON k.sku = l.sku
 ORDER BY o.order_no, l.position
-"""
-
-LOCK = """
-SELECT sku, quantity FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
 """
 
 # $1..$3 the new records (order, status, code), $4 the time, $5 the mall;
@@ -77,38 +83,39 @@ RETURNING order_no, status
 """
 
 
-async def _rows(conn: AsyncConnection, sql: str, *params: object) -> Any:
-    """The rows of ``sql``; typed Any, as SQLAlchemy cannot know a driver statement's shape."""
-    return await conn.exec_driver_sql(sql, params)
-
-
-async def load(
-    conn: AsyncConnection, order_nos: Sequence[str]
-) -> tuple[dict[str, RestockStatus], dict[str, Snapshot]]:
-    """The orders' restock records and sync snapshots, in one statement."""
-    rows = await _rows(conn, LOAD, list(order_nos))
+async def apply(
+    driver: Any, mall: Mall, order_nos: Sequence[str], now: datetime
+) -> dict[str, Decision]:
+    """Decide the orders and apply rule 8 once per order, inside the caller's transaction."""
     recorded: dict[str, RestockStatus] = {}
     malls: dict[str, Mall] = {}
     lines: dict[str, list[Line]] = {}
-    for order_no, status, mall, sku, quantity in rows:
+    registered: set[str] = set()
+    for order_no, status, order_mall, sku, quantity, is_registered in await driver.fetch(
+        LOAD_AND_LOCK, list(order_nos)
+    ):
         if status is not None:
             recorded[order_no] = RestockStatus(status)
-        if mall is not None:
-            malls[order_no] = Mall(mall)
+        if order_mall is not None:
+            malls[order_no] = Mall(order_mall)
             lines.setdefault(order_no, []).append(Line(sku, quantity))
-    return recorded, {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
+            if is_registered:
+                registered.add(sku)
+    snapshots = {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
+    decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
+
+    new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
+    restore_order = [n for n in order_nos if n in new and new[n].code is Code.RESTORED]
+    claimed = await _write(driver, mall, new, restore_order, now)
+    repeats = [n for n in order_nos if n in recorded or (n in new and n not in claimed)]
+    if repeats:
+        for order_no, status in await driver.fetch(COUNT_REPEATS, sorted(repeats)):
+            decisions[order_no] = decide_repeat(RestockStatus(status), snapshots.get(order_no))
+    return decisions
 
 
-async def lock(conn: AsyncConnection, skus: set[str]) -> dict[str, int]:
-    """Lock the registered rows among ``skus`` in sku order; return their quantities."""
-    if not skus:
-        return {}
-    rows = await _rows(conn, LOCK, sorted(skus))
-    return {sku: quantity for sku, quantity in rows}
-
-
-async def write(
-    conn: AsyncConnection,
+async def _write(
+    driver: Any,
     mall: Mall,
     new: Mapping[str, Decision],
     restore_order: Sequence[str],
@@ -139,8 +146,7 @@ async def write(
             move_skus.append(line.sku)
             deltas.append(line.quantity)
             move_orders.append(n)
-    rows = await _rows(
-        conn,
+    rows = await driver.fetch(
         WRITE,
         order_nos,
         [RECORDED_STATUS[new[n].code].value for n in order_nos],
@@ -157,14 +163,19 @@ async def write(
         move_orders,
         list(range(len(move_skus))),
     )
-    return {order_no for (order_no,) in rows}
+    return {row[0] for row in rows}
 
 
-async def count_repeats(
-    conn: AsyncConnection, order_nos: Sequence[str]
-) -> list[tuple[str, RestockStatus]]:
-    """Count one more request for each order; return how each was recorded."""
-    if not order_nos:
-        return []
-    rows = await _rows(conn, COUNT_REPEATS, sorted(order_nos))
-    return [(order_no, RestockStatus(status)) for order_no, status in rows]
+RECORD = """
+SELECT r.order_no, r.mall, r.status, r.code, r.requested_at, r.completed_at,
+       r.repeat_requests, r.resolution_note, r.resolved_by, r.resolved_at,
+       l.sku, l.quantity, l.missing
+FROM restocks r LEFT JOIN restock_lines l ON l.order_no = r.order_no
+WHERE r.order_no = $1
+ORDER BY l.position
+"""
+
+
+async def record(driver: Any, order_no: str) -> list[Any]:
+    """The record and its lines, one row per line, in one statement."""
+    return list(await driver.fetch(RECORD, order_no))

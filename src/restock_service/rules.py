@@ -1,7 +1,7 @@
 """The restock rules as plain functions: data in, decisions out. No I/O, no framework."""
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from restock_service.errors import FieldProblem
@@ -88,6 +88,27 @@ def decide(
     if missing:
         return Decision(Code.PRODUCT_NOT_FOUND, snapshot.lines, missing)
     return Decision(Code.RESTORED, snapshot.lines)
+
+
+def decide_orders(
+    mall: Mall,
+    order_nos: Sequence[str],
+    recorded: Mapping[str, RestockStatus],
+    snapshots: Mapping[str, Snapshot],
+    registered_skus: Collection[str],
+) -> dict[str, Decision]:
+    """Decide orders whose mall cancel succeeded, with the checkbox on (rules 3 to 8)."""
+    return {
+        n: decide(
+            restore_stock=True,
+            mall_cancel_succeeded=True,
+            request_mall=mall,
+            recorded=recorded.get(n),
+            snapshot=snapshots.get(n),
+            registered_skus=registered_skus,
+        )
+        for n in order_nos
+    }
 
 
 def decide_repeat(recorded: RestockStatus, snapshot: Snapshot | None) -> Decision:

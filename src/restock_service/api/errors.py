@@ -4,6 +4,7 @@ import logging
 import math
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -98,6 +99,10 @@ UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """True when the database could not be reached or did not answer in time."""
+    if isinstance(exc, asyncpg.PostgresError):  # raised by the driver on the hot path
+        return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+    if isinstance(exc, asyncpg.InterfaceError):
+        return True
     if isinstance(exc, DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         return (
@@ -160,7 +165,13 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         return problem_response(500, "unexpected database error")
 
     # Registered per class, so Starlette answers these without re-raising them.
-    for exc_class in (DBAPIError, PoolTimeout, OSError):
+    for exc_class in (
+        DBAPIError,
+        PoolTimeout,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ):
         app.add_exception_handler(exc_class, _database)
 
     # Any other exception is a defect: middleware.RequestId answers it with a 500 problem.
