@@ -1,0 +1,99 @@
+"""A batch costs a fixed number of statements, whatever its size."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from httpx import AsyncClient
+from sqlalchemy import event
+
+from restock_service.db import Database
+from restock_service.messages import Code
+from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
+from tests.helpers import cancel_ok, order, rakuten
+
+SIZES = (1, 100, 1000)
+
+
+async def _seed(db: Database) -> None:
+    now = datetime.now(UTC)
+    orders = sum(SIZES) + 1  # and one to warm up with
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(stock),
+            [
+                {"sku": f"S{i}", "quantity": 0, "created_at": now, "updated_at": now}
+                for i in range(50)
+            ],
+        )
+        await conn.execute(
+            sa.insert(stock_movements),
+            [
+                {"sku": f"S{i}", "delta": 0, "quantity_after": 0, "reason": "set", "at": now}
+                for i in range(50)
+            ],
+        )
+        await conn.execute(
+            sa.insert(sync_executions),
+            [
+                {"order_no": rakuten(n), "mall": "rakuten", "executed_at": now, "recorded_at": now}
+                for n in range(orders)
+            ],
+        )
+        await conn.execute(
+            sa.insert(sync_execution_lines),
+            [
+                {
+                    "order_no": rakuten(n),
+                    "sku": f"S{(n + k * 7) % 50}",
+                    "position": k,
+                    "quantity": 1 + k,
+                }
+                for n in range(orders)
+                for k in range(2)
+            ],
+        )
+
+
+def _count_statements(db: Database) -> Callable[[], int]:
+    """Count what reaches the database: cursor executions, and driver queries on PostgreSQL."""
+    seen: list[Any] = []
+
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def _on_cursor(*_: Any) -> None:
+        seen.append(1)
+
+    @event.listens_for(db.engine.sync_engine.pool, "connect")
+    def _on_connect(_dbapi: Any, record: Any) -> None:
+        if db.dialect == "postgresql":
+            record.driver_connection.add_query_logger(lambda _query: seen.append(1))
+
+    def taken() -> int:
+        count = len(seen)
+        seen.clear()
+        return count
+
+    return taken
+
+
+async def test_a_batch_of_1_100_or_1000_orders_costs_the_same_statements(
+    client: AsyncClient, db: Database
+) -> None:
+    await _seed(db)
+    await db.engine.dispose()  # new connections, so the driver's query logger sees them all
+    taken = _count_statements(db)
+    # Warm up: a connection's first statements include the driver's one-time type lookups.
+    await cancel_ok(client, [order(rakuten(sum(SIZES)))])
+    counts = {}
+    first = 0
+    for size in SIZES:
+        batch = [order(rakuten(n)) for n in range(first, first + size)]
+        first += size
+        taken()
+        body = await cancel_ok(client, batch)
+        counts[size] = taken()
+        assert {r["code"] for r in body["results"]} == {Code.RESTORED}
+
+    assert counts[1] == counts[100] == counts[1000], counts
+    assert 0 < counts[1] <= 10
