@@ -24,13 +24,13 @@ test: install ## Run the whole suite (SQLite and PostgreSQL)
 	$(BIN)/pytest
 
 lint: install ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy src
 
 format: install ## Rewrite the code in the house format
-	$(BIN)/ruff check --fix src tests migrations
-	$(BIN)/ruff format src tests migrations
+	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format src tests migrations bench
 
 migrate: install ## Bring RESTOCK_DATABASE_URL to the current schema
 	$(BIN)/restock-service migrate

@@ -2,6 +2,7 @@
 -- request repeats an order. Environment:
 --   MODE   post (POST /restocks) or get (GET /restocks/{order_no})
 --   START  first order number of thread 0;  SPAN  orders per thread
+--   ORDERS for get: a file of restored order numbers, one per line
 --   BATCH  orders per POST (default 1);     OUT   where done() writes its JSON summary
 --   AUTH   optional bearer key
 
@@ -12,7 +13,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, batch, base, span, counter, headers
+local mode, batch, base, span, counter, headers, restored
 
 local function order_no(n)
   return string.format("354396-20260525-%010d", n)
@@ -22,18 +23,22 @@ function init(args)
   mode = os.getenv("MODE") or "post"
   batch = tonumber(os.getenv("BATCH") or "1")
   span = tonumber(os.getenv("SPAN"))
-  base = tonumber(os.getenv("START")) + tid * span
+  base = tonumber(os.getenv("START") or "1") + tid * (span or 0)
   counter = 0
   headers = {["Content-Type"] = "application/json"}
+  if mode == "get" then
+    restored = {}
+    for line in io.lines(os.getenv("ORDERS")) do restored[#restored + 1] = line end
+    counter = tid * 7919  -- threads start at different places in the list
+  end
   local key = os.getenv("AUTH")
   if key and key ~= "" then headers["Authorization"] = "Bearer " .. key end
 end
 
 function request()
   if mode == "get" then
-    local n = base + (counter % span)
     counter = counter + 1
-    return wrk.format("GET", "/restocks/" .. order_no(n), headers)
+    return wrk.format("GET", "/restocks/" .. restored[counter % #restored + 1], headers)
   end
   local orders = {}
   for i = 1, batch do

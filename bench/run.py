@@ -150,9 +150,10 @@ def wrk(
     *,
     concurrency: int,
     mode: str,
-    start: int,
-    span: int,
+    start: int = 1,
+    span: int = 1,
     batch: int = 1,
+    orders_file: Path | None = None,
 ) -> Phase:
     threads = min(2, concurrency)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -163,6 +164,7 @@ def wrk(
             "SPAN": str(span),
             "BATCH": str(batch),
             "OUT": out.name,
+            "ORDERS": str(orders_file or ""),
         }
         sh(
             "wrk",
@@ -364,7 +366,8 @@ def run(plan: Plan) -> dict[str, object]:
                         batch=size,
                     )
                 )
-            restored = orders.next - 1
+            restored = RESULTS / "restored-orders.txt"
+            restored.write_text("\n".join(asyncio.run(_restored_orders(service_dsn))) + "\n")
             phases.append(
                 wrk(
                     url,
@@ -372,8 +375,7 @@ def run(plan: Plan) -> dict[str, object]:
                     f"GET restock c=32{suffix}",
                     concurrency=32,
                     mode="get",
-                    start=1,
-                    span=max(1, restored // 2),
+                    orders_file=restored,
                 )
             )
             rss.append(worker_rss_mb(server))
@@ -408,6 +410,18 @@ async def _create_databases(admin: str) -> None:
         await conn.execute("CREATE DATABASE bench_pgbench")
     finally:
         await conn.close()
+
+
+async def _restored_orders(dsn: str, limit: int = 50_000) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT order_no FROM restocks WHERE status = 'restored' ORDER BY random() LIMIT $1",
+            limit,
+        )
+    finally:
+        await conn.close()
+    return [row["order_no"] for row in rows]
 
 
 async def _count_restored(dsn: str) -> int:
