@@ -402,8 +402,13 @@ async def test_list_restocks_cursor_over_512_characters_is_422_naming_cursor(
 
 @pytest.mark.parametrize(
     "position",
-    [("yesterday", "x"), ("2026-01-01T00:00:00", "x")],
-    ids=["not-a-date", "naive-date"],
+    [
+        ("yesterday", "x"),
+        ("2026-01-01T00:00:00", "x"),
+        ("0001-01-01T00:00:00+14:00", "x"),
+        ("2026-01-01T00:00:00+00:00", "\ud800"),
+    ],
+    ids=["not-a-date", "naive-date", "before-year-1-in-utc", "lone-surrogate"],
 )
 async def test_list_restocks_forged_cursor_with_a_bad_timestamp_is_422_not_500(
     client: AsyncClient, position: tuple[str, str]

@@ -52,4 +52,10 @@ def invalid(token: str, *, param: str) -> InvalidRequest:
 def _fits(value: object, kind: type) -> bool:
     if kind is int:
         return type(value) is int and -(2**63) <= value < 2**63
-    return type(value) is kind and "\x00" not in str(value)
+    if type(value) is not kind or "\x00" in str(value):
+        return False
+    try:
+        str(value).encode("utf-8")  # a lone surrogate decodes from JSON but cannot be sent on
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -151,11 +151,12 @@ class Database:
                     async with driver.transaction():
                         return await work(driver)
                 except asyncpg.PostgresError as exc:
+                    await self._discard_if_broken(conn, driver, exc)
                     if attempt == attempts or exc.sqlstate not in RETRYABLE_SQLSTATES:
                         raise
                     log.info("transaction retried after %s (attempt %d)", exc, attempt)
-                except (asyncpg.InterfaceError, OSError):
-                    await conn.invalidate()  # the pool must not hand this connection out again
+                except (asyncpg.InterfaceError, OSError) as exc:
+                    await self._discard_if_broken(conn, driver, exc)
                     raise
             await asyncio.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
@@ -169,9 +170,20 @@ class Database:
             driver: Any = (await conn.get_raw_connection()).driver_connection
             try:
                 return await work(driver)
-            except (asyncpg.InterfaceError, OSError):
-                await conn.invalidate()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                await self._discard_if_broken(conn, driver, exc)
                 raise
+
+    async def _discard_if_broken(self, conn: AsyncConnection, driver: Any, exc: Exception) -> None:
+        """A connection the server closed goes, and so does the rest of the pool.
+
+        SQLAlchemy does this itself for errors it sees; on the driver path it is ours to do,
+        so that after a database restart one request meets a dead connection, not every one.
+        """
+        if isinstance(exc, asyncpg.PostgresError) and not driver.is_closed():
+            return
+        await conn.invalidate()
+        await self.engine.dispose(close=False)
 
     async def _run_write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self.engine.begin() as conn:

@@ -273,10 +273,11 @@ async def list_restocks(
         at, order_no = cursors.decode(cursor, LIST_CURSOR, (str, str), param="cursor")
         try:
             after = datetime.fromisoformat(at)
-        except ValueError:
+            if after.tzinfo is None:
+                raise ValueError("no offset")
+            after = after.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise cursors.invalid(cursor, param="cursor") from None
-        if after.tzinfo is None:
-            raise cursors.invalid(cursor, param="cursor")
         query = query.where(
             sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
             > sa.tuple_(

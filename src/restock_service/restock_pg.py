@@ -14,13 +14,17 @@ from typing import Any
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus
 from restock_service.rules import Decision, Line, Snapshot, decide_orders, decide_repeat
 
-# The orders' records and snapshots, with the snapshot skus' stock rows locked in sku order
-# (a materialized CTE, so the locks are taken whatever the outer query reads).
+# The orders' records and snapshots, with the stock rows of the orders that may be restored
+# (same mall, not yet recorded) locked in sku order (a materialized CTE, so the locks are
+# taken whatever the outer query reads). An order recorded meanwhile is caught by the claim.
 LOAD_AND_LOCK = """
 WITH locked AS MATERIALIZED (
   SELECT s.sku, s.quantity FROM stock s
   WHERE s.sku IN (
-    SELECT l.sku FROM sync_execution_lines l WHERE l.order_no = ANY($1::text[])
+    SELECT l.sku
+    FROM sync_executions e JOIN sync_execution_lines l ON l.order_no = e.order_no
+    WHERE e.order_no = ANY($1::text[]) AND e.mall = $2
+      AND NOT EXISTS (SELECT 1 FROM restocks r WHERE r.order_no = e.order_no)
   )
   ORDER BY s.sku
   FOR UPDATE OF s
@@ -92,7 +96,7 @@ async def apply(
     lines: dict[str, list[Line]] = {}
     registered: set[str] = set()
     for order_no, status, order_mall, sku, quantity, is_registered in await driver.fetch(
-        LOAD_AND_LOCK, list(order_nos)
+        LOAD_AND_LOCK, list(order_nos), mall.value
     ):
         if status is not None:
             recorded[order_no] = RestockStatus(status)

@@ -240,14 +240,17 @@ async def _ever_registered(conn: AsyncConnection, sku: str) -> bool:
 
 
 CHANGES_CURSOR = "changes"
+# Ledger rows one feed page reads at most, per sku it may return: bounded work per call.
+CHANGES_WINDOW = 8
 
 
 async def stock_changes(db: Database, *, after: str | None, limit: int) -> StockChangesPage:
     """Each sku changed after the cursor, once, with its current quantity.
 
-    Skus come in the order of their latest change, so following the cursors lists each
-    changed sku once. The ledger is read in (txid, id) order below the snapshot's horizon
-    (see ``sql.feed_horizon``), so a change that commits late still comes after the cursor.
+    Each call reads a bounded window of the ledger after the cursor, in (txid, id) order below
+    the snapshot's horizon (see ``sql.feed_horizon``), so a change that commits late still
+    comes after the cursor. Within the window skus come in the order of their latest change,
+    so a sku shows once per page, and again only for a change past the window.
     """
     position = (
         cursors.decode(after, CHANGES_CURSOR, (int, int), param="after") if after else (-1, 0)
@@ -255,27 +258,28 @@ async def stock_changes(db: Database, *, after: str | None, limit: int) -> Stock
     m = stock_movements
 
     async def work(conn: AsyncConnection) -> StockChangesPage:
-        # Each sku at its latest change after the cursor; skus in the order of those changes.
-        latest = sa.func.row_number().over(
-            partition_by=m.c.sku, order_by=(m.c.txid.desc(), m.c.id.desc())
-        )
-        recent = sa.select(m.c.sku, m.c.txid, m.c.id, m.c.at, latest.label("latest")).where(
+        # A bounded window of the ledger after the cursor, on the (txid, id) index.
+        query = sa.select(m.c.txid, m.c.id, m.c.sku, m.c.at).where(
             sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*position)
         )
         horizon = feed_horizon(conn)
         if horizon is not None:
-            recent = recent.where(m.c.txid < horizon)
-        recent_rows = recent.subquery()
-        rows = (
-            await conn.execute(
-                sa.select(recent_rows.c.sku, recent_rows.c.txid, recent_rows.c.id, recent_rows.c.at)
-                .where(recent_rows.c.latest == 1)
-                .order_by(recent_rows.c.txid, recent_rows.c.id)
-                .limit(limit)
-            )
+            query = query.where(m.c.txid < horizon)
+        window = (
+            await conn.execute(query.order_by(m.c.txid, m.c.id).limit(limit * CHANGES_WINDOW))
         ).all()
-        changed = {sku: at for sku, _, _, at in rows}
-        reached = (rows[-1].txid, rows[-1].id) if rows else position
+        # Each sku at its latest change in the window; skus in the order of those changes.
+        latest: dict[str, tuple[tuple[int, int], datetime]] = {}
+        for txid, row_id, sku, at in window:
+            latest.pop(sku, None)
+            latest[sku] = ((txid, row_id), at)
+        skus = list(latest)
+        page = skus[:limit]
+        if len(skus) > limit:  # the rest of the window comes next time, from here
+            reached = latest[page[-1]][0]
+        else:
+            reached = (window[-1].txid, window[-1].id) if window else position
+        changed = {sku: latest[sku][1] for sku in page}
         quantities: dict[str, int] = {}
         if changed:
             quantities = {

@@ -158,7 +158,8 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
             return problem_response(
                 503,
-                "the database cannot be reached; nothing was changed, retry later",
+                "the database cannot be reached; the request took effect wholly or not at "
+                "all, so send it again later",
                 headers={"Retry-After": str(retry_after_s)},
             )
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
