@@ -532,3 +532,34 @@ def test_repeated_sku_is_a_problem_at_each_later_occurrence() -> None:
 
 def test_skus_differing_only_in_case_are_not_repeats() -> None:
     assert duplicate_sku_problems(sku_locs(["cap-01", "CAP-01"])) == []
+
+
+def test_record_lines_list_each_new_records_snapshot_by_order_no_marking_missing_skus() -> None:
+    from restock_service.rules import record_lines
+
+    new = {
+        "B-2": Decision(Code.PRODUCT_NOT_FOUND, (Line("X", 1), Line("GONE", 2)), ("GONE",)),
+        "A-1": Decision(Code.RESTORED, (Line("X", 3),)),
+    }
+
+    assert record_lines(new) == [
+        ("A-1", "X", 0, 3, False),
+        ("B-2", "X", 0, 1, False),
+        ("B-2", "GONE", 1, 2, True),
+    ]
+
+
+def test_restock_moves_add_only_restored_orders_in_the_given_order() -> None:
+    from restock_service.rules import restock_moves
+
+    decisions = {
+        "A-1": Decision(Code.RESTORED, (Line("X", 3), Line("Y", 1))),
+        "B-2": Decision(Code.MALL_MISMATCH, (Line("X", 5),)),
+        "C-3": Decision(Code.RESTORED, (Line("X", 2),)),
+    }
+
+    assert restock_moves(["C-3", "B-2", "A-1"], decisions) == [
+        ("X", 2, "C-3"),
+        ("X", 3, "A-1"),
+        ("Y", 1, "A-1"),
+    ]

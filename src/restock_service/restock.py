@@ -33,6 +33,8 @@ from restock_service.rules import (
     decide_orders,
     decide_repeat,
     order_no_problems,
+    record_lines,
+    restock_moves,
 )
 from restock_service.schemas import (
     LineOut,
@@ -124,14 +126,8 @@ async def _apply(
 
     new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
     claimed = await _claim(conn, mall, new, now)
-    restored = [n for n in order_nos if n in claimed and new[n].code is Code.RESTORED]
-    await move_stock(
-        conn,
-        [(line.sku, line.quantity, n) for n in restored for line in new[n].items],
-        current=registered,
-        reason="restock",
-        at=now,
-    )
+    won = [n for n in order_nos if n in claimed]
+    await move_stock(conn, restock_moves(won, new), current=registered, reason="restock", at=now)
 
     # Orders recorded before, and orders another transaction claimed first: both repeats.
     repeats = [n for n in order_nos if n in recorded or (n in new and n not in claimed)]
@@ -202,16 +198,9 @@ async def _claim(
         ).scalars()
     )
     lines = [
-        {
-            "order_no": n,
-            "sku": line.sku,
-            "position": i,
-            "quantity": line.quantity,
-            "missing": line.sku in new[n].missing_skus,
-        }
-        for n in order_nos
+        {"order_no": n, "sku": sku, "position": i, "quantity": q, "missing": missing}
+        for n, sku, i, q, missing in record_lines(new)
         if n in claimed
-        for i, line in enumerate(new[n].items)
     ]
     if lines:
         await conn.execute(sa.insert(restock_lines), lines)

@@ -11,8 +11,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus
-from restock_service.rules import Decision, Line, Snapshot, decide_orders, decide_repeat
+from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus
+from restock_service.rules import (
+    Decision,
+    Line,
+    Snapshot,
+    decide_orders,
+    decide_repeat,
+    record_lines,
+    restock_moves,
+)
 
 # The orders' records and snapshots, with the stock rows of the orders that may be restored
 # (same mall, not yet recorded) locked in sku order (a materialized CTE, so the locks are
@@ -109,8 +117,7 @@ async def apply(
     decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
 
     new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
-    restore_order = [n for n in order_nos if n in new and new[n].code is Code.RESTORED]
-    claimed = await _write(driver, mall, new, restore_order, now)
+    claimed = await _write(driver, mall, new, order_nos, now)
     repeats = [n for n in order_nos if n in recorded or (n in new and n not in claimed)]
     if repeats:
         for order_no, status in await driver.fetch(COUNT_REPEATS, sorted(repeats)):
@@ -118,38 +125,24 @@ async def apply(
     return decisions
 
 
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns: one array per ``unnest`` parameter."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
 async def _write(
     driver: Any,
     mall: Mall,
     new: Mapping[str, Decision],
-    restore_order: Sequence[str],
+    order_nos_in_request: Sequence[str],
     now: datetime,
 ) -> set[str]:
     """Claim the new records; for those won, write lines, stock and ledger. Returns the won."""
     if not new:
         return set()
     order_nos = sorted(new)
-    line_orders: list[str] = []
-    line_skus: list[str] = []
-    positions: list[int] = []
-    quantities: list[int] = []
-    missing: list[bool] = []
-    for n in order_nos:
-        decision = new[n]
-        for position, line in enumerate(decision.items):
-            line_orders.append(n)
-            line_skus.append(line.sku)
-            positions.append(position)
-            quantities.append(line.quantity)
-            missing.append(line.sku in decision.missing_skus)
-    move_skus: list[str] = []
-    deltas: list[int] = []
-    move_orders: list[str] = []
-    for n in restore_order:
-        for line in new[n].items:
-            move_skus.append(line.sku)
-            deltas.append(line.quantity)
-            move_orders.append(n)
+    lines = record_lines(new)
+    moves = restock_moves([n for n in order_nos_in_request if n in new], new)
     rows = await driver.fetch(
         WRITE,
         order_nos,
@@ -157,15 +150,9 @@ async def _write(
         [new[n].code.value for n in order_nos],
         now,
         mall.value,
-        line_orders,
-        line_skus,
-        positions,
-        quantities,
-        missing,
-        move_skus,
-        deltas,
-        move_orders,
-        list(range(len(move_skus))),
+        *_columns(lines, 5),
+        *_columns(moves, 3),
+        list(range(len(moves))),
     )
     return {row[0] for row in rows}
 

@@ -111,6 +111,27 @@ def decide_orders(
     }
 
 
+def record_lines(new: Mapping[str, Decision]) -> list[tuple[str, str, int, int, bool]]:
+    """The lines of new records: (order_no, sku, position, quantity, missing), by order_no."""
+    return [
+        (order_no, line.sku, position, line.quantity, line.sku in new[order_no].missing_skus)
+        for order_no in sorted(new)
+        for position, line in enumerate(new[order_no].items)
+    ]
+
+
+def restock_moves(
+    order_nos: Iterable[str], decisions: Mapping[str, Decision]
+) -> list[tuple[str, int, str]]:
+    """What rule 8 adds to stock: (sku, quantity, order_no), in the given order of orders."""
+    return [
+        (line.sku, line.quantity, order_no)
+        for order_no in order_nos
+        if decisions[order_no].code is Code.RESTORED
+        for line in decisions[order_no].items
+    ]
+
+
 def decide_repeat(recorded: RestockStatus, snapshot: Snapshot | None) -> Decision:
     """Rules 3 and 4: an order whose restock was already recorded."""
     if recorded is RestockStatus.RESTORED:
