@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__
-from restock_service.api import errors, middleware, restocks, service, stock
+from restock_service.api import errors, hot, middleware, restocks, service, stock
 from restock_service.config import Settings
 from restock_service.db import Database, head_revision
 from restock_service.logs import configure_logging
@@ -24,8 +24,12 @@ documents (`application/problem+json`).
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; the database engine lives as long as the app's lifespan."""
+def create_app(settings: Settings | None = None, *, hot_paths: bool = True) -> FastAPI:
+    """Build the application; the database engine lives as long as the app's lifespan.
+
+    ``hot_paths=False`` leaves the two busiest routes to FastAPI too (see api/hot.py); the
+    tests use it to check that both answer alike.
+    """
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     keys = settings.keys()
@@ -59,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stock.router)
     app.include_router(restocks.router)
     app.include_router(service.router)
-    # Added innermost first: a request meets RequestId, Timing, RequireKey, then LimitBody.
+    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody, then
+    # HotPaths, which answers the two busiest routes itself and hands the rest to FastAPI.
+    if hot_paths:
+        app.add_middleware(hot.HotPaths, retry_after_s=settings.retry_after_s)
     app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
     app.add_middleware(middleware.RequireKey, keys=keys)
     app.add_middleware(middleware.Timing, metrics=metrics)

@@ -113,6 +113,47 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, PoolTimeout | OSError)
 
 
+# What a database call can raise that is about the database, not about the request.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    PoolTimeout,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def domain_problem(exc: DomainError) -> JSONResponse:
+    """A rule's refusal (invalid request, not found, conflict) as its problem document."""
+    fields = None
+    if isinstance(exc, InvalidRequest):
+        fields = [
+            ProblemField(
+                field=field_path(p.loc),
+                location=p.location,
+                message=p.message,
+                type=p.type,
+                input=_echo(p.input),
+            )
+            for p in exc.problems
+        ]
+    return problem_response(exc.status, exc.detail, fields)
+
+
+def database_problem(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After when the database is out of reach; 500 for any other failure."""
+    if is_database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %r", method, path, exc)
+        return problem_response(
+            503,
+            "the database cannot be reached; the request took effect wholly or not at "
+            "all, so send it again later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+    log.error("database error on %s %s", method, path, exc_info=exc)
+    return problem_response(500, "unexpected database error")
+
+
 def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,19 +162,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        fields = None
-        if isinstance(exc, InvalidRequest):
-            fields = [
-                ProblemField(
-                    field=field_path(p.loc),
-                    location=p.location,
-                    message=p.message,
-                    type=p.type,
-                    input=_echo(p.input),
-                )
-                for p in exc.problems
-            ]
-        return problem_response(exc.status, exc.detail, fields)
+        return domain_problem(exc)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -154,25 +183,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         )
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
-        if is_database_unavailable(exc):
-            log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
-            return problem_response(
-                503,
-                "the database cannot be reached; the request took effect wholly or not at "
-                "all, so send it again later",
-                headers={"Retry-After": str(retry_after_s)},
-            )
-        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(500, "unexpected database error")
+        return database_problem(exc, request.method, request.url.path, retry_after_s)
 
     # Registered per class, so Starlette answers these without re-raising them.
-    for exc_class in (
-        DBAPIError,
-        PoolTimeout,
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-    ):
+    for exc_class in DATABASE_ERRORS:
         app.add_exception_handler(exc_class, _database)
 
     # Any other exception is a defect: middleware.RequestId answers it with a 500 problem.

@@ -27,11 +27,25 @@ OPEN_PATHS = frozenset(
 )
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
     return None
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body`` (already read) first, then the real one."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 class RequestId:
@@ -44,7 +58,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, REQUEST_ID_HEADER)
+        given = header(scope, REQUEST_ID_HEADER)
         request_id = given.decode() if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
 
@@ -87,7 +101,7 @@ class RequireKey:
         if scope["type"] != "http" or not self.keys.enabled or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        scheme, _, presented = (_header(scope, b"authorization") or b"").partition(b" ")
+        scheme, _, presented = (header(scope, b"authorization") or b"").partition(b" ")
         role = None
         if scheme.lower() == b"bearer":
             try:
@@ -119,7 +133,7 @@ class LimitBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and not declared.isdigit():
             await problem_response(400, "Content-Length is not a number")(scope, receive, send)
             return
@@ -138,16 +152,7 @@ class LimitBody:
             if not message.get("more_body", False):
                 break
 
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(413, f"the request body is over {self.limit} bytes")

@@ -13,7 +13,9 @@ from restock_service.api.deps import (
     problems,
     utcnow,
 )
+from restock_service.db import Database
 from restock_service.messages import Mall, RestockStatus
+from restock_service.metrics import Metrics
 from restock_service.schemas import (
     ResolutionIn,
     RestockBatchOut,
@@ -35,9 +37,7 @@ router = APIRouter(tags=["restocks"])
 )
 async def create_restocks(body: RestockRequest, db: DB, metrics: AppMetrics) -> Response:
     """Restore each cancelled order's synced stock, at most once per order."""
-    batch = await restock.restock_batch(db, body, utcnow())
-    metrics.count_orders(batch)
-    return _json(RestockBatchOut.of(batch))
+    return await restocks_response(db, metrics, body)
 
 
 @router.get("/restocks", operation_id="listRestocks", responses=problems())
@@ -60,6 +60,20 @@ async def list_restocks(
 )
 async def get_restock(order_no: OrderNoPath, db: DB) -> Response:
     """Read the restock recorded for an order."""
+    return await record_response(db, order_no)
+
+
+# The answers of the two hot routes, shared with api/hot.py, which serves the same routes
+# without FastAPI's per-request machinery.
+
+
+async def restocks_response(db: Database, metrics: Metrics, body: RestockRequest) -> Response:
+    batch = await restock.restock_batch(db, body, utcnow())
+    metrics.count_orders(batch)
+    return _json(RestockBatchOut.of(batch))
+
+
+async def record_response(db: Database, order_no: str) -> Response:
     return _json(await restock.get_restock(db, order_no))
 
 
