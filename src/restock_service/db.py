@@ -142,10 +142,13 @@ class Database:
         raise AssertionError("unreachable")
 
     async def write_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """PostgreSQL: run ``work`` on the pooled connection's asyncpg driver, in one transaction.
+        """PostgreSQL: run ``work`` on the pooled connection's asyncpg driver; rerun it on a
+        deadlock or serialization failure.
 
-        The hot path's statements go to the driver as they are, with none of SQLAlchemy's
-        per-statement work; pooling, the deadline and the retries stay the same.
+        No transaction is opened: each statement is its own, so ``work`` must do its writing
+        in one statement, after its reads (restock_pg.py does). The hot path's statements go
+        to the driver as they are, with none of SQLAlchemy's per-statement work and no
+        BEGIN and COMMIT round trips; pooling, the deadline and the retries stay the same.
         """
         return await self._within_deadline(self._driver_with_retries(work))
 
@@ -155,13 +158,12 @@ class Database:
             async with self.engine.connect() as conn:
                 driver: Any = (await conn.get_raw_connection()).driver_connection
                 try:
-                    async with driver.transaction():
-                        return await work(driver)
+                    return await work(driver)
                 except asyncpg.PostgresError as exc:
                     await self._discard_if_broken(conn, driver, exc)
                     if attempt == attempts or exc.sqlstate not in RETRYABLE_SQLSTATES:
                         raise
-                    log.info("transaction retried after %s (attempt %d)", exc, attempt)
+                    log.info("statement retried after %s (attempt %d)", exc, attempt)
                 except (asyncpg.InterfaceError, OSError) as exc:
                     await self._discard_if_broken(conn, driver, exc)
                     raise

@@ -1,0 +1,148 @@
+"""PostgreSQL's two-statement restock (restock_pg.py) when something changes between them.
+
+LOAD reads without locks and WRITE writes in one statement that checks what LOAD read still
+holds. Here another client changes it in the gap, deterministically: the driver is wrapped
+so that the change runs right after the first LOAD. WRITE must then write nothing and fail
+with a serialization failure, and the rerun must decide on what is true now.
+"""
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from restock_service import restock_pg
+from restock_service.db import Database
+from restock_service.messages import Code, Mall
+from restock_service.rules import Decision
+from tests.helpers import (
+    cancel_ok,
+    ledger,
+    order,
+    put_stock,
+    quantities,
+    rakuten,
+    repeat_requests,
+    sync,
+)
+
+ORDER = rakuten(1)
+
+
+class Interleaved:
+    """The asyncpg driver, with ``between`` run once, right after the first LOAD."""
+
+    def __init__(self, between: Callable[[], Awaitable[Any]]) -> None:
+        self.between: Callable[[], Awaitable[Any]] | None = between
+        self.loads = 0
+        self.errors: list[str] = []
+
+    def wrap(self, driver: Any) -> Any:
+        outer = self
+
+        class Driver:
+            async def fetch(self, query: str, *args: Any) -> Any:
+                try:
+                    rows = await driver.fetch(query, *args)
+                except Exception as exc:
+                    outer.errors.append(getattr(exc, "sqlstate", repr(exc)))
+                    raise
+                if query is restock_pg.LOAD:
+                    outer.loads += 1
+                    if outer.between is not None:
+                        between, outer.between = outer.between, None
+                        await between()
+                return rows
+
+        return Driver()
+
+
+async def _restock(db: Database, interleaved: Interleaved) -> Decision:
+    async def work(driver: Any) -> dict[str, Decision]:
+        return await restock_pg.apply(
+            interleaved.wrap(driver), Mall.RAKUTEN, [ORDER], datetime.now(UTC)
+        )
+
+    return (await db.write_driver(work))[ORDER]
+
+
+@pytest.fixture
+async def pg(pg_client: tuple[AsyncClient, Database]) -> tuple[AsyncClient, Database]:
+    client, db = pg_client
+    await put_stock(client, "A", 10)
+    await put_stock(client, "B", 10)
+    await sync(client, ORDER, {"A": 2, "B": 1})  # A 8, B 9
+    return client, db
+
+
+async def test_a_sku_removed_between_read_and_write_is_seen_by_the_rerun(
+    pg: tuple[AsyncClient, Database],
+) -> None:
+    client, db = pg
+
+    async def remove_b() -> None:
+        assert (await client.delete("/stock/B")).status_code == 204
+
+    interleaved = Interleaved(remove_b)
+    decision = await _restock(db, interleaved)
+
+    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    assert decision.code is Code.PRODUCT_NOT_FOUND
+    assert decision.missing_skus == ("B",)
+    assert await quantities(client, "A", "B") == {"A": 8, "B": None}
+    assert await ledger(db, "restock") == []
+
+
+async def test_a_sku_registered_between_read_and_write_is_seen_by_the_rerun(
+    pg: tuple[AsyncClient, Database],
+) -> None:
+    client, db = pg
+    assert (await client.delete("/stock/B")).status_code == 204
+
+    async def register_b() -> None:
+        await put_stock(client, "B", 5)
+
+    interleaved = Interleaved(register_b)
+    decision = await _restock(db, interleaved)
+
+    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    assert decision.code is Code.RESTORED
+    assert await quantities(client, "A", "B") == {"A": 10, "B": 6}
+    assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
+
+
+async def test_an_order_recorded_between_read_and_write_is_restored_once_and_counted_a_repeat(
+    pg: tuple[AsyncClient, Database],
+) -> None:
+    client, db = pg
+
+    async def restock_elsewhere() -> None:
+        body = await cancel_ok(client, [order(ORDER)])
+        assert body["results"][0]["code"] == Code.RESTORED
+
+    interleaved = Interleaved(restock_elsewhere)
+    decision = await _restock(db, interleaved)
+
+    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    assert decision.code is Code.ALREADY_RESTORED
+    assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
+    assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
+    assert await repeat_requests(db, ORDER) == 1
+
+
+async def test_nothing_in_between_costs_two_statements_and_no_retry(
+    pg: tuple[AsyncClient, Database],
+) -> None:
+    client, db = pg
+
+    async def nothing() -> None:
+        pass
+
+    interleaved = Interleaved(nothing)
+    decision = await _restock(db, interleaved)
+
+    assert (interleaved.loads, interleaved.errors) == (1, [])
+    assert decision.code is Code.RESTORED
+    assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
