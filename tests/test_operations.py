@@ -1330,3 +1330,8 @@ async def test_metrics_show_the_connection_pool(
     assert size is not None and size >= 1
     if backend == "postgresql":
         assert size == db.settings.db_pool_size
+        # The hot path's own pool shows once a restock or a record read has opened it.
+        assert (await client.get(f"/restocks/{rakuten(1)}")).status_code == 404
+        text = await metrics_text(client)
+        assert sample(text, "restock_db_hot_pool_open") == 1
+        assert sample(text, "restock_db_hot_pool_idle") == 1

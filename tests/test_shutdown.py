@@ -42,6 +42,9 @@ async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_connection
             )
 
             async def waiting_on_the_lock() -> bool:
+                # Inside its transaction the blocker would see one cached snapshot of the
+                # statistics: ask for a fresh one every time.
+                await blocker.execute("SELECT pg_stat_clear_snapshot()")
                 return bool(
                     await blocker.fetchval(
                         "SELECT count(*) FROM pg_stat_activity "

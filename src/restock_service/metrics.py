@@ -5,21 +5,29 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from restock_service.db import Database
 from restock_service.rules import BatchResult
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class _PoolCollector(Collector):
-    """The connection pool's figures, read at scrape time."""
+    """The connection pools' figures, read at scrape time."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.pool = engine.sync_engine.pool
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.pool = db.engine.sync_engine.pool
 
     def collect(self) -> Iterator[Metric]:
+        hot = self.db.hot_pool_figures()
+        if hot is not None:
+            for name, doc, value in (
+                ("restock_db_hot_pool_open", "Hot path connections open.", hot[0]),
+                ("restock_db_hot_pool_idle", "Hot path connections idle.", hot[1]),
+            ):
+                yield GaugeMetricFamily(name, doc, value=value)
         if not isinstance(self.pool, QueuePool):
             return
         for name, doc, value in (
@@ -54,8 +62,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_pool(self, engine: AsyncEngine) -> None:
-        self.registry.register(_PoolCollector(engine))
+    def watch_pool(self, db: Database) -> None:
+        self.registry.register(_PoolCollector(db))
 
     def count_orders(self, batch: BatchResult) -> None:
         for result in batch.results:

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, *, hot_paths: bool = True) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings)
         app.state.head_revision = head_revision()
-        metrics.watch_pool(app.state.db.engine)
+        metrics.watch_pool(app.state.db)
         try:
             yield
         finally:
