@@ -6,7 +6,7 @@ so that the change runs right after the first LOAD. WRITE must then write nothin
 with a serialization failure, and the rerun must decide on what is true now.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +14,11 @@ import pytest
 from httpx import AsyncClient
 
 from restock_service import restock_pg
+from restock_service.config import Settings
 from restock_service.db import Database
 from restock_service.messages import Code, Mall
 from restock_service.rules import Decision
+from tests.conftest import migrated_pg_database
 from tests.helpers import (
     cancel_ok,
     ledger,
@@ -146,3 +148,37 @@ async def test_nothing_in_between_costs_two_statements_and_no_retry(
     assert (interleaved.loads, interleaved.errors) == (1, [])
     assert decision.code is Code.RESTORED
     assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
+
+
+@pytest.fixture
+def fresh_pg_url(pg_admin_dsn: str) -> Iterator[str]:
+    with migrated_pg_database(pg_admin_dsn) as url:
+        yield url
+
+
+async def test_the_hot_statements_never_plan_a_sequential_scan_on_a_new_install(
+    fresh_pg_url: str,
+) -> None:
+    """On empty tables a sequential scan is the cheapest plan, and the hot path plans each
+    statement once per connection: that plan would still be used as the tables grow."""
+    db = Database(Settings(database_url=fresh_pg_url))
+    statements = {
+        "load": (restock_pg.LOAD, "ARRAY['x']"),
+        "write": (
+            restock_pg.WRITE,
+            ", ".join(["'{}'"] * 3 + ["now()", "'rakuten'"] + ["'{}'"] * 12),
+        ),
+        "record": (restock_pg.RECORD, "'x'"),
+    }
+    try:
+        pool = await db.drivers()
+        async with pool.acquire() as driver:
+            for name, (sql, arguments) in statements.items():
+                await driver.execute(f"PREPARE {name} AS {sql}")
+                plan = "\n".join(
+                    row[0] for row in await driver.fetch(f"EXPLAIN EXECUTE {name}({arguments})")
+                )
+                assert "Index" in plan, plan
+                assert "Seq Scan" not in plan, plan
+    finally:
+        await db.dispose()

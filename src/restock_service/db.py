@@ -216,7 +216,14 @@ class Database:
                         max_size=self.settings.db_pool_size,
                         timeout=self.settings.db_connect_timeout_s,
                         command_timeout=self.settings.db_deadline_s,
-                        server_settings=_server_settings(self.settings, bounded=True),
+                        server_settings={
+                            **_server_settings(self.settings, bounded=True),
+                            # Every hot path statement is a keyed lookup. A generic plan made
+                            # while a table was still small (a new install's empty restocks)
+                            # would scan it whole at every request as it grows, until
+                            # autovacuum's next ANALYZE replans: never plan a sequential scan.
+                            "enable_seqscan": "off",
+                        },
                         reset=_keep_session,
                     )
         return self._drivers
