@@ -1,6 +1,8 @@
 """Prometheus metrics, one registry per application (per server process)."""
 
+import collections
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -62,16 +64,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def watch_pool(self, db: Database) -> None:
         self.registry.register(_PoolCollector(db))
 
     def count_orders(self, batch: BatchResult) -> None:
-        for result in batch.results:
-            self.orders.labels(batch.mall.value, result.decision.code.value).inc()
+        counts = collections.Counter(result.decision.code.value for result in batch.results)
+        for code, count in counts.items():
+            self.orders.labels(batch.mall.value, code).inc(count)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() locks and builds a key each time: look it up once
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,9 +1,10 @@
 """Pure ASGI middleware: request ids, API keys and the body limit, before any parsing."""
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -48,6 +49,25 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+class _RequestIds:
+    """Ids as unique as ``uuid4().hex`` (32 hex digits) without a getrandom call per request:
+    a random prefix per process, then a counter."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=new_request_id.restart)  # a forked worker gets its own
+
+
 class RequestId:
     """Take the caller's X-Request-ID (or make one), log under it, and echo it back."""
 
@@ -59,26 +79,22 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         given = header(scope, REQUEST_ID_HEADER)
-        request_id = given.decode() if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given.decode() if given and _REQUEST_ID.fullmatch(given) else new_request_id()
         token = request_id_var.set(request_id)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, request_id.encode()),
                 ]
             await send(message)
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send_with_id(message)
-
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, send_with_id)
         except Exception:
             # A defect, not an input. Answer here, inside, so the 500 carries the request
             # id and the one error shape; past a started response there is nothing to say.
