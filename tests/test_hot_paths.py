@@ -25,6 +25,12 @@ def body(mall: str, *orders: dict[str, Any], restore: bool = True) -> dict[str, 
     return {"mall": mall, "restore_stock": restore, "orders": list(orders)}
 
 
+# A body that validates, for the content types FastAPI does not read as JSON.
+VALID = (
+    b'{"mall":"rakuten","restore_stock":false,'
+    b'"orders":[{"order_no":"354396-20260525-0000000009","mall_cancel_succeeded":true}]}'
+)
+
 # (method, path, keyword arguments for httpx)
 SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/restocks", {"json": body("rakuten", order(rakuten(1)))}),  # restored
@@ -52,7 +58,7 @@ SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/restocks", {"content": b'{"mall": "rakuten", ', "headers": JSON}),
     ("POST", "/restocks", {"content": b"\xff\xfe{}", "headers": JSON}),
     ("POST", "/restocks", {"content": b"", "headers": JSON}),
-    ("POST", "/restocks", {"content": b"mall=rakuten", "headers": {"content-type": "text/plain"}}),
+    ("POST", "/restocks", {"content": VALID, "headers": {"content-type": "text/plain"}}),
     (
         "POST",
         "/restocks",
@@ -60,6 +66,11 @@ SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
             "content": b'{"mall":"rakuten","restore_stock":true,"orders":[]}',
             "headers": {"content-type": "application/merge-patch+json; charset=utf-8"},
         },
+    ),
+    (
+        "POST",
+        "/restocks",
+        {"content": VALID, "headers": {"content-type": "application/x/y+json"}},  # text/plain
     ),
     ("GET", f"/restocks/{rakuten(1)}", {}),
     ("GET", f"/restocks/{rakuten(2)}", {}),

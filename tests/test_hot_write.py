@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from httpx import AsyncClient
 
@@ -134,6 +135,40 @@ async def test_an_order_recorded_between_read_and_write_is_restored_once_and_cou
     assert await repeat_requests(db, ORDER) == 1
 
 
+async def test_a_batch_rerun_counts_each_repeat_once(
+    pg: tuple[AsyncClient, Database],
+) -> None:
+    """A batch of an order recorded before, a new one, and one recorded in the gap."""
+    client, db = pg
+    before, new = rakuten(2), rakuten(3)
+    await sync(client, before, {"A": 1})
+    await sync(client, new, {"B": 1})  # A 7, B 8
+    await cancel_ok(client, [order(before)])  # A 8
+
+    async def restock_elsewhere() -> None:
+        await cancel_ok(client, [order(ORDER)])  # A 10, B 9
+
+    interleaved = Interleaved(restock_elsewhere)
+
+    async def work(driver: Any) -> dict[str, Decision]:
+        return await restock_pg.apply(
+            interleaved.wrap(driver), Mall.RAKUTEN, [ORDER, before, new], datetime.now(UTC)
+        )
+
+    decisions = await db.write_driver(work)
+
+    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    assert {n: d.code for n, d in decisions.items()} == {
+        ORDER: Code.ALREADY_RESTORED,
+        before: Code.ALREADY_RESTORED,
+        new: Code.RESTORED,
+    }
+    assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
+    assert await repeat_requests(db, ORDER) == 1
+    assert await repeat_requests(db, before) == 1
+    assert await repeat_requests(db, new) == 0
+
+
 async def test_nothing_in_between_costs_two_statements_and_no_retry(
     pg: tuple[AsyncClient, Database],
 ) -> None:
@@ -154,6 +189,38 @@ async def test_nothing_in_between_costs_two_statements_and_no_retry(
 def fresh_pg_url(pg_admin_dsn: str) -> Iterator[str]:
     with migrated_pg_database(pg_admin_dsn) as url:
         yield url
+
+
+async def test_a_lost_connection_expires_the_idle_ones(pg_database_url: str) -> None:
+    """After a failover the pool's idle connections are as dead as the one that failed,
+    without their sockets showing it: they are replaced on their next use."""
+    db = Database(Settings(database_url=pg_database_url))
+    pid = "SELECT pg_backend_pid()"
+    try:
+        pool = await db.drivers()
+        async with pool.acquire() as first, pool.acquire() as second:
+            before = {await first.fetchval(pid), await second.fetchval(pid)}
+
+        async def lose_connection(driver: Any) -> None:
+            await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await db.write_driver(lose_connection)
+
+        async with pool.acquire() as first, pool.acquire() as second:
+            after = {await first.fetchval(pid), await second.fetchval(pid)}
+        assert not before & after  # both reconnected, the idle one too
+    finally:
+        await db.dispose()
+
+
+async def test_the_hot_pool_connects_with_the_urls_query(pg_database_url: str) -> None:
+    """Query parameters of the URL (ssl here) reach the hot pool as they reach the engine."""
+    db = Database(Settings(database_url=f"{pg_database_url}?ssl=disable"))
+    try:
+        assert await db.read_driver(lambda driver: driver.fetchval("SELECT 1")) == 1
+    finally:
+        await db.dispose()
 
 
 async def test_the_hot_statements_never_plan_a_sequential_scan_on_a_new_install(

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,11 @@ T = TypeVar("T")
 
 # SQLSTATEs that mean "run the whole transaction again": serialization failure, deadlock.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# The server ended the session: admin_shutdown, crash_shutdown, cannot_connect_now.
+LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 READ_ONLY = "restock_read_only"
+# Keys of SQLAlchemy's asyncpg connect arguments that are SQLAlchemy's own, not asyncpg's.
+_SQLALCHEMY_CONNECT_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
 
 def create_engine(settings: Settings, *, pooled: bool = True, bounded: bool = True) -> AsyncEngine:
@@ -175,14 +180,15 @@ class Database:
                 try:
                     return await work(driver)
                 except asyncpg.PostgresError as exc:
-                    self._expire_if_broken(driver, exc)
+                    await self._expire_if_lost(driver, exc)
                     if attempt == attempts or exc.sqlstate not in RETRYABLE_SQLSTATES:
                         raise
                     log.info("statement retried after %s (attempt %d)", exc, attempt)
                 except (asyncpg.InterfaceError, OSError) as exc:
-                    self._expire_if_broken(driver, exc)
+                    await self._expire_if_lost(driver, exc)
                     raise
-            await asyncio.sleep(0.005 * attempt)
+            # Jittered, so that requests that collided do not collide again in step.
+            await asyncio.sleep(0.005 * attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
     async def read_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -195,7 +201,7 @@ class Database:
             try:
                 return await work(driver)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                self._expire_if_broken(driver, exc)
+                await self._expire_if_lost(driver, exc)
                 raise
 
     async def drivers(self) -> asyncpg.Pool:
@@ -204,16 +210,20 @@ class Database:
         SQLAlchemy's pool costs about 0.1 ms of Python per checkout and checkin (greenlet
         hops, events, its reset); asyncpg's own pool, without its reset query, a third of
         that. It holds up to ``db_pool_size`` connections, beside the engine's pool for the
-        other routes, and opens them as they are needed.
+        other routes, opens them as they are needed and keeps them.
         """
         if self._drivers is None:
             async with self._drivers_opening:
                 if self._drivers is None:
-                    url = self.engine.url.set(drivername="postgresql")
+                    # Connect exactly as the engine does, URL query (ssl, …) included.
+                    _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+                    for sqlalchemy_only in _SQLALCHEMY_CONNECT_ARGS:
+                        connect_args.pop(sqlalchemy_only, None)
                     self._drivers = await asyncpg.create_pool(
-                        url.render_as_string(hide_password=False),
+                        **connect_args,
                         min_size=0,
                         max_size=self.settings.db_pool_size,
+                        max_inactive_connection_lifetime=0,
                         timeout=self.settings.db_connect_timeout_s,
                         command_timeout=self.settings.db_deadline_s,
                         server_settings={
@@ -234,16 +244,20 @@ class Database:
             return None
         return self._drivers.get_size(), self._drivers.get_idle_size()
 
-    def _expire_if_broken(self, driver: Any, exc: Exception) -> None:
-        """A connection the server closed goes, and so do the pool's idle ones.
+    async def _expire_if_lost(self, driver: Any, exc: Exception) -> None:
+        """After a connection was lost, the pool's idle ones are replaced on their next use.
 
-        After a database restart every pooled connection is dead: expiring them on the
-        first failure means one request meets a dead connection, not one per connection.
+        They are likely lost too (a failover, a restart, a proxy gone) without their sockets
+        showing it yet: expiring them means one request meets a lost connection, not one per
+        pooled connection. A statement that merely failed or timed out expires nothing.
         """
-        if isinstance(exc, asyncpg.PostgresError) and not driver.is_closed():
-            return
-        if self._drivers is not None:
-            self._drivers.expire_connections()
+        if isinstance(exc, asyncpg.PostgresError):
+            sqlstate = exc.sqlstate or ""
+            lost = sqlstate.startswith("08") or sqlstate in LOST_CONNECTION_SQLSTATES
+        else:
+            lost = isinstance(exc, asyncpg.InterfaceError | ConnectionError)
+        if (lost or driver.is_closed()) and self._drivers is not None:
+            await self._drivers.expire_connections()
 
     async def _run_write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self.engine.begin() as conn:

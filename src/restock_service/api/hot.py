@@ -13,6 +13,7 @@ routes stay the reference and the OpenAPI document. tests/test_hot_paths.py chec
 two answer alike.
 """
 
+import email.message
 import re
 from collections.abc import Awaitable, Callable
 
@@ -48,7 +49,7 @@ class HotPaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"][len(scope.get("root_path", "")) :]
+            path = _route_path(scope)
             method = scope["method"]
             if method == "POST" and path == COLLECTION:
                 await self._create(scope, receive, send)
@@ -111,10 +112,22 @@ def _parse(scope: Scope, body: bytes) -> RestockRequest | None:
 
 
 def _is_json(content_type: bytes | None) -> bool:
-    """FastAPI's test: no content type, or application/json or application/*+json."""
-    if content_type is None:
+    """FastAPI's test: no content type, or application/json or application/*+json, as the
+    email package parses it (a malformed type counts as text/plain)."""
+    if content_type is None or content_type == b"application/json":
         return True
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (
-        media.startswith(b"application/") and media.endswith(b"+json")
+    message = email.message.Message()
+    message["content-type"] = content_type.decode("latin-1")
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
     )
+
+
+def _route_path(scope: Scope) -> str:
+    """The path that Starlette routes on: ``path`` without a leading ``root_path``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
