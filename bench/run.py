@@ -353,44 +353,36 @@ def run(plan: Plan) -> dict[str, object]:
         orders = OrderRanges(plan.orders)
         phases: list[Phase] = []
         rss: list[list[float]] = []
+
+        def post(name: str, concurrency: int, orders_per_s: int, batch: int = 1) -> Phase:
+            """A POST phase over fresh orders: a range of its own for each wrk thread."""
+            threads = min(2, concurrency)
+            span = _span(plan, orders_per_s, threads)
+            start = orders.take(span * threads)
+            return wrk(
+                url,
+                plan,
+                name,
+                concurrency=concurrency,
+                mode="post",
+                start=start,
+                span=span,
+                batch=batch,
+            )
+
         for round_ in (1, 2):
             suffix = "" if round_ == 1 else " (second run)"
             # Each service phase is followed at once by its pgbench twin, so that the two
             # meet the same machine: these shared cores are noisy from minute to minute.
             for c in plan.concurrency:
-                threads = min(2, c)
-                span = _span(plan, 1000 if c == 1 else 4000, threads)
-                phases.append(
-                    wrk(
-                        url,
-                        plan,
-                        f"POST single c={c}{suffix}",
-                        concurrency=c,
-                        mode="post",
-                        start=orders.take(span * threads),
-                        span=span,
-                    )
-                )
+                phases.append(post(f"POST single c={c}{suffix}", c, 1000 if c == 1 else 4000))
                 phases.append(
                     pgbench(
                         cluster, plan, f"pgbench restock c={c}{suffix}", "pgbench_restock.sql", c
                     )
                 )
             for size, c in ((100, plan.batch_concurrency), (1000, plan.big_batch_concurrency)):
-                threads = min(2, c)
-                span = _span(plan, 15000, threads)
-                phases.append(
-                    wrk(
-                        url,
-                        plan,
-                        f"POST batch{size}{suffix}",
-                        concurrency=c,
-                        mode="post",
-                        start=orders.take(span * threads),
-                        span=span,
-                        batch=size,
-                    )
-                )
+                phases.append(post(f"POST batch{size}{suffix}", c, 15000, batch=size))
             restored = RESULTS / "restored-orders.txt"
             restored.write_text("\n".join(asyncio.run(_restored_orders(service_dsn))) + "\n")
             phases.append(

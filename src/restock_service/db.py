@@ -114,6 +114,12 @@ def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], 
     return done
 
 
+async def _pause_before_retry(attempt: int) -> None:
+    """A short pause, longer each attempt and jittered, so that the transactions that
+    collided do not collide again in step."""
+    await asyncio.sleep(0.005 * attempt * (0.5 + random.random()))
+
+
 def is_retryable(exc: DBAPIError) -> bool:
     """True for deadlocks and serialization failures, which a rerun resolves."""
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -152,7 +158,7 @@ class Database:
                 if attempt == attempts or not is_retryable(exc):
                     raise
                 log.info("transaction retried after %s (attempt %d)", exc.orig, attempt)
-                await asyncio.sleep(0.005 * attempt)
+                await _pause_before_retry(attempt)
         raise AssertionError("unreachable")
 
     async def write_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -181,8 +187,7 @@ class Database:
                 except (asyncpg.InterfaceError, OSError) as exc:
                     await self._expire_if_lost(driver, exc)
                     raise
-            # Jittered, so that requests that collided do not collide again in step.
-            await asyncio.sleep(0.005 * attempt * (0.5 + random.random()))
+            await _pause_before_retry(attempt)
         raise AssertionError("unreachable")
 
     async def read_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:

@@ -66,17 +66,13 @@ class HotPaths:
         await self.app(scope, receive, send)
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        request = _parse(scope, bytes(body))
+        message = await receive()  # LimitBody, outside, hands over the whole body at once
+        if message["type"] != "http.request":
+            return
+        body: bytes = message.get("body", b"")
+        request = _parse(scope, body)
         if request is None:  # FastAPI answers it, with the reference 422
-            await self.app(scope, replay(bytes(body), receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         scope["route"] = _COLLECTION_ROUTE
         state = scope["app"].state
