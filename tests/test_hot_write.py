@@ -1,11 +1,15 @@
-"""PostgreSQL's two-statement restock (restock_pg.py) when something changes between them.
+"""PostgreSQL's restock statements (restock_pg.py) when something changes under them.
 
-LOAD reads without locks and WRITE writes in one statement that checks what LOAD read still
-holds. Here another client changes it in the gap, deterministically: the driver is wrapped
-so that the change runs right after the first LOAD. WRITE must then write nothing and fail
-with a serialization failure, and the rerun must decide on what is true now.
+LOAD_OR_RESTORE reads, and restores in the same statement when every order is restorable;
+otherwise WRITE writes what the rules decided, in one statement that checks that what was
+read still holds. Here another client changes it in between, deterministically: the driver
+is wrapped so that the change runs right after the first LOAD_OR_RESTORE. The statement
+that would write on stale reads must write nothing and fail with a serialization failure,
+and the rerun must decide on what is true now.
 """
 
+import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,14 +36,17 @@ from tests.helpers import (
 )
 
 ORDER = rakuten(1)
+# Never synced: the rules do not restore it, so a batch with it takes LOAD_OR_RESTORE and WRITE.
+UNSYNCED = rakuten(99)
 
 
 class Interleaved:
-    """The asyncpg driver, with ``between`` run once, right after the first LOAD."""
+    """The asyncpg driver, with ``between`` run once, right after the first LOAD_OR_RESTORE."""
 
-    def __init__(self, between: Callable[[], Awaitable[Any]]) -> None:
-        self.between: Callable[[], Awaitable[Any]] | None = between
+    def __init__(self, between: Callable[[], Awaitable[Any]] | None = None) -> None:
+        self.between = between
         self.loads = 0
+        self.statements = 0
         self.errors: list[str] = []
 
     def wrap(self, driver: Any) -> Any:
@@ -47,28 +54,30 @@ class Interleaved:
 
         class Driver:
             async def fetch(self, query: str, *args: Any) -> Any:
+                outer.statements += 1
+                outer.loads += query is restock_pg.LOAD_OR_RESTORE
                 try:
                     rows = await driver.fetch(query, *args)
                 except Exception as exc:
                     outer.errors.append(getattr(exc, "sqlstate", repr(exc)))
                     raise
-                if query is restock_pg.LOAD:
-                    outer.loads += 1
-                    if outer.between is not None:
-                        between, outer.between = outer.between, None
-                        await between()
+                if query is restock_pg.LOAD_OR_RESTORE and outer.between is not None:
+                    between, outer.between = outer.between, None
+                    await between()
                 return rows
 
         return Driver()
 
 
-async def _restock(db: Database, interleaved: Interleaved) -> Decision:
+async def _restock(
+    db: Database, interleaved: Interleaved, order_nos: tuple[str, ...] = (ORDER,)
+) -> dict[str, Decision]:
     async def work(driver: Any) -> dict[str, Decision]:
         return await restock_pg.apply(
-            interleaved.wrap(driver), Mall.RAKUTEN, [ORDER], datetime.now(UTC)
+            interleaved.wrap(driver), Mall.RAKUTEN, order_nos, datetime.now(UTC)
         )
 
-    return (await db.write_driver(work))[ORDER]
+    return await db.write_driver(work)
 
 
 @pytest.fixture
@@ -89,7 +98,7 @@ async def test_a_sku_removed_between_read_and_write_is_seen_by_the_rerun(
         assert (await client.delete("/stock/B")).status_code == 204
 
     interleaved = Interleaved(remove_b)
-    decision = await _restock(db, interleaved)
+    decision = (await _restock(db, interleaved, (ORDER, UNSYNCED)))[ORDER]
 
     assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
     assert decision.code is Code.PRODUCT_NOT_FOUND
@@ -108,9 +117,10 @@ async def test_a_sku_registered_between_read_and_write_is_seen_by_the_rerun(
         await put_stock(client, "B", 5)
 
     interleaved = Interleaved(register_b)
-    decision = await _restock(db, interleaved)
+    decision = (await _restock(db, interleaved))[ORDER]
 
-    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    # The rerun finds the order restorable and restores it in its one statement.
+    assert (interleaved.loads, interleaved.statements, interleaved.errors) == (2, 3, ["40001"])
     assert decision.code is Code.RESTORED
     assert await quantities(client, "A", "B") == {"A": 10, "B": 6}
     assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
@@ -126,12 +136,51 @@ async def test_an_order_recorded_between_read_and_write_is_restored_once_and_cou
         assert body["results"][0]["code"] == Code.RESTORED
 
     interleaved = Interleaved(restock_elsewhere)
-    decision = await _restock(db, interleaved)
+    decision = (await _restock(db, interleaved, (ORDER, UNSYNCED)))[ORDER]
 
     assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
     assert decision.code is Code.ALREADY_RESTORED
     assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
     assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
+    assert await repeat_requests(db, ORDER) == 1
+
+
+async def test_an_order_claimed_while_the_one_statement_waits_is_restored_once(
+    pg: tuple[AsyncClient, Database], pg_database_url: str
+) -> None:
+    """Another transaction records the order after LOAD_OR_RESTORE read it as new: the claim
+    waits for that transaction, finds the record, and the statement fails as a whole."""
+    client, db = pg
+    other = await asyncpg.connect(pg_database_url.replace("+asyncpg", ""))
+    try:
+        claim = other.transaction()
+        await claim.start()
+        await other.execute(
+            "INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,"
+            " repeat_requests) VALUES ($1, 'rakuten', 'restored', 'restored', now(), now(), 0)",
+            ORDER,
+        )
+        interleaved = Interleaved()
+        restocking = asyncio.create_task(_restock(db, interleaved))
+        for _ in range(500):  # until the claim waits for the other transaction's lock
+            await other.execute("SELECT pg_stat_clear_snapshot()")  # fresh within a transaction
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting
+        await claim.commit()
+        decision = (await restocking)[ORDER]
+    finally:
+        await other.close()
+
+    assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
+    assert decision.code is Code.ALREADY_RESTORED
+    assert await quantities(client, "A", "B") == {"A": 8, "B": 9}
+    assert await ledger(db, "restock") == []
     assert await repeat_requests(db, ORDER) == 1
 
 
@@ -149,13 +198,7 @@ async def test_a_batch_rerun_counts_each_repeat_once(
         await cancel_ok(client, [order(ORDER)])  # A 10, B 9
 
     interleaved = Interleaved(restock_elsewhere)
-
-    async def work(driver: Any) -> dict[str, Decision]:
-        return await restock_pg.apply(
-            interleaved.wrap(driver), Mall.RAKUTEN, [ORDER, before, new], datetime.now(UTC)
-        )
-
-    decisions = await db.write_driver(work)
+    decisions = await _restock(db, interleaved, (ORDER, before, new))
 
     assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
     assert {n: d.code for n, d in decisions.items()} == {
@@ -169,20 +212,57 @@ async def test_a_batch_rerun_counts_each_repeat_once(
     assert await repeat_requests(db, new) == 0
 
 
-async def test_nothing_in_between_costs_two_statements_and_no_retry(
+async def test_a_restorable_order_costs_one_statement_and_no_retry(
     pg: tuple[AsyncClient, Database],
 ) -> None:
     client, db = pg
+    interleaved = Interleaved()
+    decision = (await _restock(db, interleaved))[ORDER]
 
-    async def nothing() -> None:
-        pass
-
-    interleaved = Interleaved(nothing)
-    decision = await _restock(db, interleaved)
-
-    assert (interleaved.loads, interleaved.errors) == (1, [])
+    assert (interleaved.statements, interleaved.errors) == (1, [])
     assert decision.code is Code.RESTORED
     assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
+    assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
+
+
+RECORDED = (None, "restored", "failed")
+SYNCED_FROM = (None, "rakuten", "yahoo")
+
+
+async def test_the_one_statement_restores_exactly_what_the_rules_restore(
+    pg_client: tuple[AsyncClient, Database],
+) -> None:
+    """Every state of an order, as far as rules 3 to 8 look: LOAD_OR_RESTORE restores it
+    alone (one statement) exactly when the rules decide ``restored``."""
+    client, db = pg_client
+    cases = list(itertools.product(RECORDED, SYNCED_FROM, (True, False)))
+    for n, (recorded, synced_from, all_registered) in enumerate(cases):
+        order_no, a, b = rakuten(1000 + n), f"A{n}", f"B{n}"
+        await put_stock(client, a, 10)
+        await put_stock(client, b, 10)
+        if synced_from:
+            await sync(client, order_no, {a: 2, b: 1}, mall=synced_from)
+        if not all_registered:
+            assert (await client.delete(f"/stock/{b}")).status_code == 204
+        if recorded:
+            await db.read_driver(
+                lambda driver, o=order_no, r=recorded: driver.execute(
+                    "INSERT INTO restocks (order_no, mall, status, code, requested_at,"
+                    " completed_at, repeat_requests) VALUES ($1, 'rakuten', $2, $3, now(),"
+                    " now(), 0)",
+                    o,
+                    r,
+                    "restored" if r == "restored" else "product_not_found",
+                )
+            )
+        interleaved = Interleaved()
+        decision = (await _restock(db, interleaved, (order_no,)))[order_no]
+
+        case = (recorded, synced_from, all_registered, decision.code, interleaved.statements)
+        assert (interleaved.statements == 1) == (decision.code is Code.RESTORED), case
+        assert interleaved.errors == [], case
+        restorable = (recorded, synced_from, all_registered) == (None, "rakuten", True)
+        assert (decision.code is Code.RESTORED) == restorable, case
 
 
 @pytest.fixture
@@ -230,7 +310,7 @@ async def test_the_hot_statements_seek_by_key_on_a_new_install(
     statement once per connection: that plan would still be used as the tables grow."""
     db = Database(Settings(database_url=fresh_pg_url))
     statements = {
-        "load": (restock_pg.LOAD, "ARRAY['x']"),
+        "load_or_restore": (restock_pg.LOAD_OR_RESTORE, "ARRAY['x'], 'rakuten', now()"),
         "write": (
             restock_pg.WRITE,
             ", ".join(["'{}'"] * 3 + ["now()", "'rakuten'"] + ["'{}'"] * 12),

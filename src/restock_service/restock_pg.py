@@ -1,28 +1,35 @@
-"""The restock hot path on PostgreSQL: the same rules as restock.py, in two statements.
+"""The restock hot path on PostgreSQL: the same rules as restock.py, in one or two statements.
 
 Plain SQL with array parameters (``unnest``), run on the asyncpg driver (see
 ``Database.write_driver``), each statement its own transaction:
 
-1. LOAD reads the orders' records, snapshots and which skus are registered, without locks;
-2. the rules decide, in Python;
-3. WRITE does all the writing in one statement: it locks the skus it will move in sku order,
-   checks that the registered ones are still exactly those LOAD saw, claims the new records
-   with ``INSERT … ON CONFLICT DO NOTHING`` (the primary key on ``restocks.order_no`` makes a
-   restock happen at most once), writes their lines, stock and ledger, and counts the
-   repeats. If a sku was registered or removed since LOAD, or another request recorded one
-   of the orders first, it calls ``restock_retry_if(true)`` (migration 0003), which fails
-   the whole statement with a serialization failure: nothing is written, and the caller
-   runs both statements again, now seeing what changed.
+1. LOAD_OR_RESTORE reads the orders' records and snapshots, and locks the snapshots'
+   registered skus in sku order. If every order is in the one state that rules.decide
+   restores (no record yet, synced from the request's mall, every sku registered), the same
+   statement restores them all: it claims the records with ``INSERT … ON CONFLICT DO
+   NOTHING`` (the primary key on ``restocks.order_no`` makes a restock happen at most once)
+   and writes their lines, stock and ledger. Its rows are what it read, and whether it
+   restored.
+2. The rules decide, in Python, on what it read. When the statement restored, they must
+   have decided ``restored`` for every order: the request is done, in one statement.
+3. Otherwise WRITE does the writing the rules decided, in one statement: it locks the skus
+   it will move in sku order, checks that the registered ones are still exactly those read,
+   claims the new records, writes their lines, stock and ledger, and counts the repeats.
 
-A batch costs these two statements whatever its size. SQLite takes the portable path in
-restock.py (one ``BEGIN IMMEDIATE`` transaction).
+Either statement calls ``restock_retry_if(true)`` (migration 0003) when the world moved
+under it: another request recorded one of the orders first, or (WRITE) a sku was registered
+or removed since it was read. That fails the whole statement with a serialization failure:
+nothing is written, and the caller runs it all again, now seeing what changed.
+
+A batch costs one statement when all its orders are restored, two otherwise, whatever its
+size. SQLite takes the portable path in restock.py (one ``BEGIN IMMEDIATE`` transaction).
 """
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus
+from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus
 from restock_service.rules import (
     Decision,
     Line,
@@ -33,13 +40,73 @@ from restock_service.rules import (
     restock_moves,
 )
 
-LOAD = """
-SELECT o.order_no, r.status, e.mall, l.sku, l.quantity, s.sku IS NOT NULL AS registered
-FROM unnest($1::text[]) AS o(order_no)
-LEFT JOIN restocks r ON r.order_no = o.order_no
-LEFT JOIN sync_executions e ON e.order_no = o.order_no
-LEFT JOIN sync_execution_lines l ON l.order_no = e.order_no
-LEFT JOIN stock s ON s.sku = l.sku
+
+def _move_stock(now: str) -> str:
+    """The CTEs that add a ``moves`` CTE (sku, delta, order_no, rank) to stock and write the
+    ledger in rank order, each row with the quantity it left; ``now`` is the time parameter."""
+    return f"""updated AS (
+  UPDATE stock s SET quantity = s.quantity + t.delta, updated_at = {now}
+  FROM (SELECT sku, sum(delta) AS delta FROM moves GROUP BY sku) t
+  WHERE s.sku = t.sku
+  RETURNING s.sku, s.quantity
+), ledger AS (
+  INSERT INTO stock_movements (sku, delta, quantity_after, reason, order_no, at, txid)
+  SELECT m.sku, m.delta,
+         u.quantity - coalesce(sum(m.delta) OVER (
+           PARTITION BY m.sku ORDER BY m.rank DESC
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
+         'restock', m.order_no, {now}, pg_current_xact_id()::text::bigint
+  FROM moves m JOIN updated u USING (sku)
+  ORDER BY m.rank
+"""
+
+
+# $1 the orders in request order, $2 the mall, $3 the time. One row per snapshot line (one
+# for an order without a snapshot), with whether its sku is registered, read under lock; and
+# ``applied``: whether every order was restorable, and so restored. The restorable state is
+# rules.decide's for ``restored``: tests/test_hot_write.py holds the two to each other.
+LOAD_OR_RESTORE = f"""
+WITH orders AS MATERIALIZED (
+  SELECT o.order_no, o.ord, r.status, e.mall
+  FROM unnest($1::text[]) WITH ORDINALITY AS o(order_no, ord)
+  LEFT JOIN restocks r ON r.order_no = o.order_no
+  LEFT JOIN sync_executions e ON e.order_no = o.order_no
+), snapshot AS MATERIALIZED (
+  SELECT o.order_no, o.ord, l.sku, l.quantity, l.position
+  FROM orders o JOIN sync_execution_lines l ON l.order_no = o.order_no
+), locked AS MATERIALIZED (
+  SELECT s.sku FROM stock s WHERE s.sku = ANY(ARRAY(SELECT sku FROM snapshot))
+  ORDER BY s.sku FOR UPDATE
+), guard AS MATERIALIZED (
+  SELECT coalesce(bool_and(o.status IS NULL AND o.mall IS NOT DISTINCT FROM $2::text), false)
+     AND NOT EXISTS (SELECT FROM snapshot l LEFT JOIN locked k ON k.sku = l.sku
+                     WHERE k.sku IS NULL) AS ok
+  FROM orders o
+), claimed AS (
+  INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,
+                        repeat_requests)
+  SELECT o.order_no, $2, '{RestockStatus.RESTORED.value}', '{Code.RESTORED.value}', $3, $3, 0
+  FROM orders o, guard g
+  WHERE g.ok
+  ORDER BY o.order_no
+  ON CONFLICT DO NOTHING
+  RETURNING order_no
+), lines AS (
+  INSERT INTO restock_lines (order_no, sku, position, quantity, missing)
+  SELECT l.order_no, l.sku, l.position, l.quantity, false
+  FROM snapshot l JOIN claimed USING (order_no)
+), moves AS (
+  SELECT l.sku, l.quantity::bigint AS delta, l.order_no,
+         row_number() OVER (ORDER BY l.ord, l.position) AS rank
+  FROM snapshot l JOIN claimed USING (order_no)
+), {_move_stock("$3")})
+SELECT o.order_no, o.status, o.mall, l.sku, l.quantity, k.sku IS NOT NULL AS registered,
+       g.ok AS applied
+FROM orders o
+CROSS JOIN guard g
+LEFT JOIN snapshot l ON l.order_no = o.order_no
+LEFT JOIN locked k ON k.sku = l.sku
+WHERE restock_retry_if(g.ok AND (SELECT count(*) FROM claimed) < cardinality($1::text[]))
 ORDER BY o.order_no, l.position
 """
 
@@ -49,12 +116,12 @@ ORDER BY o.order_no, l.position
 # $17 the orders recorded before, whose repeats are counted.
 # The skus are locked first (``unchanged`` reads ``locked``; ``claimed`` and ``repeated``
 # read ``unchanged``), in sku order like every other writer of stock.
-WRITE = """
+WRITE = f"""
 WITH locked AS MATERIALIZED (
   SELECT s.sku FROM stock s WHERE s.sku = ANY($15::text[]) ORDER BY s.sku FOR UPDATE
 ), unchanged AS (
-  SELECT coalesce(array_agg(sku::text), '{}') @> $16::text[]
-     AND $16::text[] @> coalesce(array_agg(sku::text), '{}') AS ok
+  SELECT coalesce(array_agg(sku::text), '{{}}') @> $16::text[]
+     AND $16::text[] @> coalesce(array_agg(sku::text), '{{}}') AS ok
   FROM locked
 ), claimed AS (
   INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,
@@ -76,21 +143,7 @@ WITH locked AS MATERIALIZED (
   FROM unnest($11::text[], $12::bigint[], $13::text[], $14::int[])
        AS m(sku, delta, order_no, rank)
   JOIN claimed USING (order_no)
-), updated AS (
-  UPDATE stock s SET quantity = s.quantity + t.delta, updated_at = $4
-  FROM (SELECT sku, sum(delta) AS delta FROM moves GROUP BY sku) t
-  WHERE s.sku = t.sku
-  RETURNING s.sku, s.quantity
-), ledger AS (
-  INSERT INTO stock_movements (sku, delta, quantity_after, reason, order_no, at, txid)
-  SELECT m.sku, m.delta,
-         u.quantity - coalesce(sum(m.delta) OVER (
-           PARTITION BY m.sku ORDER BY m.rank DESC
-           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
-         'restock', m.order_no, $4, pg_current_xact_id()::text::bigint
-  FROM moves m JOIN updated u USING (sku)
-  ORDER BY m.rank
-), repeated AS (
+), {_move_stock("$4")}), repeated AS (
   UPDATE restocks r SET repeat_requests = r.repeat_requests + 1
   FROM unchanged u
   WHERE u.ok AND r.order_no = ANY($17::text[])
@@ -106,18 +159,17 @@ WHERE restock_retry_if(NOT u.ok OR (SELECT count(*) FROM claimed) < cardinality(
 async def apply(
     driver: Any, mall: Mall, order_nos: Sequence[str], now: datetime
 ) -> dict[str, Decision]:
-    """Decide the orders and apply rule 8 once per order, in two statements.
+    """Decide the orders and apply rule 8 once per order, in one statement or two.
 
-    Raises asyncpg's SerializationError when what LOAD read changed before WRITE; nothing
-    is written then, and the caller runs it again.
+    Raises asyncpg's SerializationError when what was read changed before the writing;
+    nothing is written then, and the caller runs it again.
     """
     recorded: dict[str, RestockStatus] = {}
     malls: dict[str, Mall] = {}
     lines: dict[str, list[Line]] = {}
     registered: set[str] = set()
-    for order_no, status, order_mall, sku, quantity, is_registered in await driver.fetch(
-        LOAD, list(order_nos)
-    ):
+    rows = await driver.fetch(LOAD_OR_RESTORE, list(order_nos), mall.value, now)
+    for order_no, status, order_mall, sku, quantity, is_registered, _ in rows:
         if status is not None:
             recorded[order_no] = RestockStatus(status)
         if order_mall is not None:
@@ -127,6 +179,10 @@ async def apply(
                 registered.add(sku)
     snapshots = {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
     decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
+    if rows[0]["applied"]:
+        if any(d.code is not Code.RESTORED for d in decisions.values()):  # a defect, not input
+            raise RuntimeError(f"restored what the rules do not restore: {decisions}")
+        return decisions
 
     new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
     # The skus the new records' decisions rest on: those of orders that may be restored.
