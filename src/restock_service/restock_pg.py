@@ -174,9 +174,11 @@ async def apply(
             recorded[order_no] = RestockStatus(status)
         if order_mall is not None:
             malls[order_no] = Mall(order_mall)
-            lines.setdefault(order_no, []).append(Line(sku, quantity))
-            if is_registered:
-                registered.add(sku)
+            order_lines = lines.setdefault(order_no, [])
+            if sku is not None:  # (the API never records a sync execution without lines)
+                order_lines.append(Line(sku, quantity))
+                if is_registered:
+                    registered.add(sku)
     snapshots = {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
     decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
     if rows[0]["applied"]:
