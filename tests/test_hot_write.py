@@ -145,24 +145,16 @@ async def test_an_order_recorded_between_read_and_write_is_restored_once_and_cou
     assert await repeat_requests(db, ORDER) == 1
 
 
-async def test_an_order_claimed_while_the_one_statement_waits_is_restored_once(
-    pg: tuple[AsyncClient, Database], pg_database_url: str
-) -> None:
-    """Another transaction records the order after LOAD_OR_RESTORE read it as new: the claim
-    waits for that transaction, finds the record, and the statement fails as a whole."""
-    client, db = pg
-    other = await asyncpg.connect(pg_database_url.replace("+asyncpg", ""))
+async def _while_waiting_for(url: str, sql: str, restocking: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``sql`` in another transaction, start ``restocking``, and commit once it waits for
+    that transaction's locks; return what ``restocking`` returned."""
+    other = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
-        claim = other.transaction()
-        await claim.start()
-        await other.execute(
-            "INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,"
-            " repeat_requests) VALUES ($1, 'rakuten', 'restored', 'restored', now(), now(), 0)",
-            ORDER,
-        )
-        interleaved = Interleaved()
-        restocking = asyncio.create_task(_restock(db, interleaved))
-        for _ in range(500):  # until the claim waits for the other transaction's lock
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(sql)
+        task = asyncio.create_task(restocking())
+        for _ in range(500):
             await other.execute("SELECT pg_stat_clear_snapshot()")  # fresh within a transaction
             waiting = await other.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
@@ -171,17 +163,55 @@ async def test_an_order_claimed_while_the_one_statement_waits_is_restored_once(
             if waiting:
                 break
             await asyncio.sleep(0.01)
-        assert waiting
-        await claim.commit()
-        decision = (await restocking)[ORDER]
+        assert waiting, "the restock never waited for the other transaction"
+        await transaction.commit()
+        return await task
     finally:
         await other.close()
+
+
+async def test_an_order_claimed_while_the_one_statement_waits_is_restored_once(
+    pg: tuple[AsyncClient, Database], pg_database_url: str
+) -> None:
+    """Another transaction records the order after LOAD_OR_RESTORE read it as new: the claim
+    waits for that transaction, finds the record, and the statement fails as a whole."""
+    client, db = pg
+    claim = (
+        "INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,"
+        f" repeat_requests) VALUES ('{ORDER}', 'rakuten', 'restored', 'restored', now(),"
+        " now(), 0)"
+    )
+    interleaved = Interleaved()
+    decision = (
+        await _while_waiting_for(pg_database_url, claim, lambda: _restock(db, interleaved))
+    )[ORDER]
 
     assert (interleaved.loads, interleaved.errors) == (2, ["40001"])
     assert decision.code is Code.ALREADY_RESTORED
     assert await quantities(client, "A", "B") == {"A": 8, "B": 9}
     assert await ledger(db, "restock") == []
     assert await repeat_requests(db, ORDER) == 1
+
+
+async def test_a_sku_removed_while_the_one_statement_waits_is_not_restored(
+    pg: tuple[AsyncClient, Database], pg_database_url: str
+) -> None:
+    """The one statement read B as registered, then waited for the transaction removing it:
+    B is not locked, so nothing is restored, and the rules see B missing."""
+    client, db = pg
+    remove_b = (
+        "DELETE FROM stock WHERE sku = 'B';"
+        " INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)"
+        " VALUES ('B', -9, 0, 'delete', now(), 0)"
+    )
+    decisions = await _while_waiting_for(
+        pg_database_url, remove_b, lambda: _restock(db, Interleaved())
+    )
+
+    assert decisions[ORDER].code is Code.PRODUCT_NOT_FOUND
+    assert decisions[ORDER].missing_skus == ("B",)
+    assert await quantities(client, "A", "B") == {"A": 8, "B": None}
+    assert await ledger(db, "restock") == []
 
 
 async def test_a_batch_rerun_counts_each_repeat_once(

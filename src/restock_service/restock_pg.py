@@ -3,8 +3,9 @@
 Plain SQL with array parameters (``unnest``), run on the asyncpg driver (see
 ``Database.write_driver``), each statement its own transaction:
 
-1. LOAD_OR_RESTORE reads the orders' records and snapshots, and locks the snapshots'
-   registered skus in sku order. If every order is in the one state that rules.decide
+1. LOAD_OR_RESTORE reads the orders' records and snapshots, and locks the registered skus of
+   the orders that may be restored (not recorded, synced from the request's mall), in sku
+   order. If every order is in the one state that rules.decide
    restores (no record yet, synced from the request's mall, every sku registered), the same
    statement restores them all: it claims the records with ``INSERT … ON CONFLICT DO
    NOTHING`` (the primary key on ``restocks.order_no`` makes a restock happen at most once)
@@ -62,7 +63,8 @@ def _move_stock(now: str) -> str:
 
 
 # $1 the orders in request order, $2 the mall, $3 the time. One row per snapshot line (one
-# for an order without a snapshot), with whether its sku is registered, read under lock; and
+# for an order without a snapshot), with whether its sku is registered, read under lock (for
+# the orders that may be restored: the rules look at no other order's skus); and
 # ``applied``: whether every order was restorable, and so restored. The restorable state is
 # rules.decide's for ``restored``: tests/test_hot_write.py holds the two to each other.
 LOAD_OR_RESTORE = f"""
@@ -72,11 +74,13 @@ WITH orders AS MATERIALIZED (
   LEFT JOIN restocks r ON r.order_no = o.order_no
   LEFT JOIN sync_executions e ON e.order_no = o.order_no
 ), snapshot AS MATERIALIZED (
-  SELECT o.order_no, o.ord, l.sku, l.quantity, l.position
+  SELECT o.order_no, o.ord, l.sku, l.quantity, l.position,
+         o.status IS NULL AND o.mall = $2 AS candidate
   FROM orders o JOIN sync_execution_lines l ON l.order_no = o.order_no
-), locked AS MATERIALIZED (
-  SELECT s.sku FROM stock s WHERE s.sku = ANY(ARRAY(SELECT sku FROM snapshot))
-  ORDER BY s.sku FOR UPDATE
+), locked AS MATERIALIZED (  -- only the skus whose registration the rules look at
+  SELECT s.sku
+  FROM (SELECT DISTINCT sku FROM snapshot WHERE candidate) c JOIN stock s ON s.sku = c.sku
+  ORDER BY s.sku FOR UPDATE OF s
 ), guard AS MATERIALIZED (
   SELECT coalesce(bool_and(o.status IS NULL AND o.mall IS NOT DISTINCT FROM $2::text), false)
      AND NOT EXISTS (SELECT FROM snapshot l LEFT JOIN locked k ON k.sku = l.sku
@@ -93,7 +97,8 @@ WITH orders AS MATERIALIZED (
   RETURNING order_no
 ), lines AS (
   INSERT INTO restock_lines (order_no, sku, position, quantity, missing)
-  SELECT l.order_no, l.sku, l.position, l.quantity, false
+  SELECT l.order_no, l.sku,
+         row_number() OVER (PARTITION BY l.order_no ORDER BY l.position) - 1, l.quantity, false
   FROM snapshot l JOIN claimed USING (order_no)
 ), moves AS (
   SELECT l.sku, l.quantity::bigint AS delta, l.order_no,
@@ -116,9 +121,15 @@ ORDER BY o.order_no, l.position
 # $17 the orders recorded before, whose repeats are counted.
 # The skus are locked first (``unchanged`` reads ``locked``; ``claimed`` and ``repeated``
 # read ``unchanged``), in sku order like every other writer of stock.
+#
+# Both statements lock by joining the skus to ``stock``, not with ``sku = ANY(array)``: a
+# row that a concurrent batch changed is rechecked when the lock is granted, and under a
+# bitmap scan that recheck tested the whole array again, for each row. Two overlapping
+# 1,000-order batches then took over a second each instead of about 0.1 s.
 WRITE = f"""
 WITH locked AS MATERIALIZED (
-  SELECT s.sku FROM stock s WHERE s.sku = ANY($15::text[]) ORDER BY s.sku FOR UPDATE
+  SELECT s.sku FROM unnest($15::text[]) AS c(sku) JOIN stock s ON s.sku = c.sku
+  ORDER BY s.sku FOR UPDATE OF s
 ), unchanged AS (
   SELECT coalesce(array_agg(sku::text), '{{}}') @> $16::text[]
      AND $16::text[] @> coalesce(array_agg(sku::text), '{{}}') AS ok
@@ -164,6 +175,8 @@ async def apply(
     Raises asyncpg's SerializationError when what was read changed before the writing;
     nothing is written then, and the caller runs it again.
     """
+    if not order_nos:
+        return {}
     recorded: dict[str, RestockStatus] = {}
     malls: dict[str, Mall] = {}
     lines: dict[str, list[Line]] = {}
