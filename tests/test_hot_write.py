@@ -214,6 +214,33 @@ async def test_a_sku_removed_while_the_one_statement_waits_is_not_restored(
     assert await ledger(db, "restock") == []
 
 
+async def test_a_sku_changed_while_the_one_statement_waits_is_restored_onto_the_change(
+    pg: tuple[AsyncClient, Database], pg_database_url: str
+) -> None:
+    """The lock is granted on A's newest version: the restore adds to it, in one statement."""
+    client, db = pg
+    add_to_a = (
+        "UPDATE stock SET quantity = quantity + 100 WHERE sku = 'A';"
+        " INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)"
+        " VALUES ('A', 100, 108, 'adjustment', now(), 0)"
+    )
+    interleaved = Interleaved()
+    decisions = await _while_waiting_for(
+        pg_database_url, add_to_a, lambda: _restock(db, interleaved)
+    )
+
+    assert (interleaved.statements, interleaved.errors) == (1, [])
+    assert decisions[ORDER].code is Code.RESTORED
+    assert await quantities(client, "A", "B") == {"A": 110, "B": 10}
+    assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
+    after = await db.read_driver(
+        lambda driver: driver.fetchval(
+            "SELECT quantity_after FROM stock_movements WHERE reason = 'restock' AND sku = 'A'"
+        )
+    )
+    assert after == 110
+
+
 async def test_a_batch_rerun_counts_each_repeat_once(
     pg: tuple[AsyncClient, Database],
 ) -> None:
