@@ -68,21 +68,21 @@ def _move_stock(now: str) -> str:
 # ``applied``: whether every order was restorable, and so restored. The restorable state is
 # rules.decide's for ``restored``: tests/test_hot_write.py holds the two to each other.
 LOAD_OR_RESTORE = f"""
-WITH orders AS MATERIALIZED (
-  SELECT o.order_no, o.ord, r.status, e.mall
+WITH orders AS MATERIALIZED (  -- a candidate: not recorded, synced from the request's mall
+  SELECT o.order_no, o.ord, r.status, e.mall,
+         r.status IS NULL AND e.mall IS NOT DISTINCT FROM $2::text AS candidate
   FROM unnest($1::text[]) WITH ORDINALITY AS o(order_no, ord)
   LEFT JOIN restocks r ON r.order_no = o.order_no
   LEFT JOIN sync_executions e ON e.order_no = o.order_no
 ), snapshot AS MATERIALIZED (
-  SELECT o.order_no, o.ord, l.sku, l.quantity, l.position,
-         o.status IS NULL AND o.mall = $2 AS candidate
+  SELECT o.order_no, o.ord, o.candidate, l.sku, l.quantity, l.position
   FROM orders o JOIN sync_execution_lines l ON l.order_no = o.order_no
 ), locked AS MATERIALIZED (  -- only the skus whose registration the rules look at
   SELECT s.sku
   FROM (SELECT DISTINCT sku FROM snapshot WHERE candidate) c JOIN stock s ON s.sku = c.sku
   ORDER BY s.sku FOR UPDATE OF s
-), guard AS MATERIALIZED (
-  SELECT coalesce(bool_and(o.status IS NULL AND o.mall IS NOT DISTINCT FROM $2::text), false)
+), guard AS MATERIALIZED (  -- every order a candidate, every sku of theirs registered
+  SELECT coalesce(bool_and(o.candidate), false)
      AND NOT EXISTS (SELECT FROM snapshot l LEFT JOIN locked k ON k.sku = l.sku
                      WHERE k.sku IS NULL) AS ok
   FROM orders o
