@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from restock_service.config import Settings
-from restock_service.db import create_engine
+from restock_service.engine import create_engine
 from restock_service.tables import metadata
 
 config = context.config
@@ -26,7 +26,7 @@ def _run(connection: Connection) -> None:
 async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
     # Unbounded: a migration of a large table may rightly take longer than a request.
-    engine = create_engine(Settings(database_url=url), pooled=False, bounded=False)
+    engine = create_engine(Settings(database_url=url), pooled=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -8,7 +8,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 import pytest
@@ -16,10 +16,11 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from restock_service.api import create_app
-from restock_service.cli import migrate
 from restock_service.config import Settings
-from restock_service.db import Database
+from restock_service.engine import create_engine
+from restock_service.migrations import migrate
 from restock_service.tables import metadata
+from tests.helpers import Database
 
 PG_ADMIN_DSN = os.environ.get(
     "RESTOCK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -111,19 +112,30 @@ async def empty_tables(db: Database) -> None:
             await conn.execute(table.delete())
 
 
+@asynccontextmanager
+async def database_for(database_url: str) -> AsyncIterator[Database]:
+    """The tests' own way into a database: an engine beside the app's store."""
+    settings = Settings(database_url=database_url)
+    database = Database(create_engine(settings), settings)
+    try:
+        yield database
+    finally:
+        await database.engine.dispose()
+
+
 @pytest.fixture
-async def app(database_url: str) -> AsyncIterator[FastAPI]:
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with database_for(database_url) as database:
+        yield database
+
+
+@pytest.fixture
+async def app(database_url: str, db: Database) -> AsyncIterator[FastAPI]:
     """The application over empty tables, with its lifespan running."""
     application = create_app(Settings(database_url=database_url))
     async with application.router.lifespan_context(application):
-        await empty_tables(application.state.db)
+        await empty_tables(db)
         yield application
-
-
-@pytest.fixture
-def db(app: FastAPI) -> Database:
-    database: Database = app.state.db
-    return database
 
 
 @pytest.fixture
@@ -143,8 +155,11 @@ def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
 async def pg_client(pg_database_url: str) -> AsyncIterator[tuple[AsyncClient, Database]]:
     """An in-process client on the PostgreSQL-only database, its tables emptied."""
     application = create_app(Settings(database_url=pg_database_url))
-    async with application.router.lifespan_context(application):
-        await empty_tables(application.state.db)
+    async with (
+        database_for(pg_database_url) as db,
+        application.router.lifespan_context(application),
+    ):
+        await empty_tables(db)
         transport = ASGITransport(app=application)
         async with AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, application.state.db
+            yield c, db

@@ -1,12 +1,33 @@
 """Small verbs for tests: register stock, record a sync, send a cancel batch, read the books."""
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from httpx import AsyncClient, Response
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from restock_service.db import Database
+from restock_service.config import Settings
 from restock_service.tables import restocks, stock_movements
+
+T = TypeVar("T")
+
+
+@dataclass
+class Database:
+    """The tests' own engine on the database the app serves, to set up and to look."""
+
+    engine: AsyncEngine
+    settings: Settings
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self.engine.begin() as conn:
+            return await work(conn)
 
 
 def rakuten(n: int) -> str:

@@ -10,10 +10,9 @@ from pydantic import SecretStr, ValidationError
 from restock_service.access import ApiKeys, Role
 from restock_service.api import create_app
 from restock_service.config import Settings
-from restock_service.db import Database
 from restock_service.tables import restocks, stock_movements
-from tests.conftest import empty_tables
-from tests.helpers import cancel, count_rows, order, put_stock, quantity, rakuten, sync
+from tests.conftest import database_for, empty_tables
+from tests.helpers import Database, cancel, count_rows, order, put_stock, quantity, rakuten, sync
 
 WRITER, WRITER_NEXT, READER = "w-key-0123456789", "w-key-rotated-999", "r-key-abcdef"
 KEYS = f"{WRITER}:writer,{WRITER_NEXT}:writer,{READER}:reader"
@@ -28,10 +27,10 @@ def bearer(key: str) -> dict[str, str]:
 async def keyed(database_url: str) -> AsyncIterator[tuple[AsyncClient, Database]]:
     """A client of an app with keys configured; it sends no key unless told to."""
     app = create_app(Settings(database_url=database_url, api_keys=SecretStr(KEYS)))
-    async with app.router.lifespan_context(app):
-        await empty_tables(app.state.db)
+    async with database_for(database_url) as db, app.router.lifespan_context(app):
+        await empty_tables(db)
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as c:
-            yield c, app.state.db
+            yield c, db
 
 
 def assert_problem(response: object, status: int) -> None:
@@ -201,7 +200,8 @@ async def test_each_order_decision_is_one_json_log_line_with_the_request_id(
         app.router.lifespan_context(app),
         AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client,
     ):
-        await empty_tables(app.state.db)
+        async with database_for(json_logs.database_url) as db:
+            await empty_tables(db)
         await put_stock(client, "A", 5)
         await sync(client, rakuten(1), {"A": 1})
         await client.post(

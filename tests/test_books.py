@@ -9,9 +9,8 @@ import sqlalchemy as sa
 from httpx import AsyncClient
 
 from restock_service.books import check_books
-from restock_service.db import Database
 from restock_service.tables import stock, stock_movements
-from tests.helpers import cancel_ok, order, put_stock, rakuten, sync
+from tests.helpers import Database, cancel_ok, order, put_stock, rakuten, sync
 
 
 async def _trade(client: AsyncClient) -> None:

@@ -11,10 +11,10 @@ from httpx import ASGITransport, AsyncClient
 
 from restock_service.api import create_app
 from restock_service.config import Settings
-from restock_service.db import Database
 from restock_service.messages import Code
 from restock_service.tables import restocks
 from tests.helpers import (
+    Database,
     count_rows,
     ledger,
     order,

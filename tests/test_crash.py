@@ -13,9 +13,8 @@ import sqlalchemy as sa
 from httpx import AsyncClient
 
 from restock_service.books import check_books
-from restock_service.db import Database
 from restock_service.tables import restock_lines, restocks
-from tests.helpers import order, put_stock, quantities, rakuten, sync
+from tests.helpers import Database, order, put_stock, quantities, rakuten, sync
 from tests.servers import Server
 
 SKUS = [f"SKU-{i:02d}" for i in range(20)]

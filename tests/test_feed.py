@@ -3,12 +3,12 @@
 import asyncio
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from restock_service.db import Database
-from restock_service.sql import lock_stock, move_stock
-from tests.helpers import put_stock, quantities
+from restock_service.tables import stock, stock_movements
+from tests.helpers import Database, put_stock, quantities
 
 SKUS = [f"F{i}" for i in range(8)]
 
@@ -37,9 +37,28 @@ async def test_a_change_that_commits_after_later_ones_is_still_delivered(
 
     async def slow(conn: AsyncConnection) -> None:
         # Takes its ledger id first, then commits only after the others have.
-        current = await lock_stock(conn, ["F0"])
-        await move_stock(
-            conn, [("F0", 7, None)], current=current, reason="adjustment", at=datetime.now(UTC)
+        after = (
+            await conn.execute(
+                sa.update(stock)
+                .where(stock.c.sku == "F0")
+                .values(quantity=stock.c.quantity + 7)
+                .returning(stock.c.quantity)
+            )
+        ).scalar_one()
+        txid = (
+            sa.cast(sa.cast(sa.func.pg_current_xact_id(), sa.Text), sa.BigInteger)
+            if conn.dialect.name == "postgresql"
+            else 0
+        )
+        await conn.execute(
+            sa.insert(stock_movements).values(
+                sku="F0",
+                delta=7,
+                quantity_after=after,
+                reason="adjustment",
+                at=datetime.now(UTC),
+                txid=txid,
+            )
         )
         slow_holds_its_rows.set()
         await release_slow.wait()

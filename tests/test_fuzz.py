@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from restock_service.api import create_app
 from restock_service.books import check_books
 from restock_service.config import Settings
-from restock_service.db import create_engine
+from restock_service.engine import create_engine
 from tests.conftest import migrated_pg_database
 from tests.helpers import rakuten
 from tests.servers import Server

@@ -9,8 +9,8 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 
 from restock_service.api import create_app
-from restock_service.cli import migrate
 from restock_service.config import Settings
+from restock_service.migrations import migrate
 from tests.helpers import cancel, order, put_stock, quantity, rakuten, sync
 from tests.pgcluster import Cluster
 

@@ -3,7 +3,6 @@
 import sqlalchemy as sa
 from httpx import AsyncClient
 
-from restock_service.db import Database
 from restock_service.messages import (
     FAILURES_HEADER,
     MESSAGE,
@@ -14,6 +13,7 @@ from restock_service.messages import (
 )
 from restock_service.tables import restock_lines, restocks
 from tests.helpers import (
+    Database,
     amazon,
     cancel_ok,
     count_rows,

@@ -1,19 +1,15 @@
-"""Deadlocks are retried inside the service, a bounded number of times."""
+"""Deadlocks are retried inside the service, a bounded number of times (retry.Runner)."""
 
 import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import sqlalchemy as sa
 from httpx import AsyncClient
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from restock_service.api.errors import is_database_unavailable
-from restock_service.config import Settings
-from restock_service.db import Database
-from tests.helpers import put_stock, quantity
+from restock_service.retry import Runner
+from tests.helpers import Database, put_stock, quantity
 
 
 @pytest.fixture
@@ -31,25 +27,25 @@ async def _deadlocked_once(
     db: Database, other: asyncpg.Connection, attempts_allowed: int
 ) -> tuple[int, object]:
     """Run a write whose first attempt deadlocks with ``other``; return attempts and result."""
-    database = Database(
-        Settings(database_url=db.settings.database_url, db_retry_attempts=attempts_allowed)
-    )
+    runner = Runner(attempts=attempts_allowed, deadline_s=10)
+    ours = await asyncpg.connect(db.settings.database_url.replace("+asyncpg", ""))
     attempts = 0
     holds_x = asyncio.Event()
     tx = other.transaction()
     await tx.start()
     await other.execute("SELECT 1 FROM stock WHERE sku = 'Y' FOR UPDATE")
 
-    async def work(conn: AsyncConnection) -> int:
+    async def work() -> int:
         nonlocal attempts
         attempts += 1
-        if attempts == 1:
-            await conn.execute(sa.text("SET LOCAL deadlock_timeout = '50ms'"))
-            await conn.execute(sa.text("SELECT 1 FROM stock WHERE sku = 'X' FOR UPDATE"))
-            holds_x.set()
-            await asyncio.sleep(0.2)  # let the other session queue for X
-            await conn.execute(sa.text("SELECT 1 FROM stock WHERE sku = 'Y' FOR UPDATE"))
-        await conn.execute(sa.text("UPDATE stock SET quantity = quantity + 1 WHERE sku = 'X'"))
+        async with ours.transaction():
+            if attempts == 1:
+                await ours.execute("SET LOCAL deadlock_timeout = '50ms'")
+                await ours.execute("SELECT 1 FROM stock WHERE sku = 'X' FOR UPDATE")
+                holds_x.set()
+                await asyncio.sleep(0.2)  # let the other session queue for X
+                await ours.execute("SELECT 1 FROM stock WHERE sku = 'Y' FOR UPDATE")
+            await ours.execute("UPDATE stock SET quantity = quantity + 1 WHERE sku = 'X'")
         return attempts
 
     async def other_side() -> None:
@@ -57,14 +53,14 @@ async def _deadlocked_once(
         await other.execute("SELECT 1 FROM stock WHERE sku = 'X' FOR UPDATE")
         await tx.commit()
 
-    writing = asyncio.ensure_future(database.write(work))
+    writing = asyncio.ensure_future(runner.run(work, lambda exc: getattr(exc, "sqlstate", None)))
     try:
         await other_side()
         result: object = await writing
-    except DBAPIError as exc:
+    except asyncpg.PostgresError as exc:
         result = exc
     finally:
-        await database.dispose()
+        await ours.close()
     return attempts, result
 
 
@@ -91,7 +87,7 @@ async def test_retries_are_bounded_and_the_last_deadlock_means_503(
     attempts, result = await _deadlocked_once(db, other_session, attempts_allowed=1)
 
     assert attempts == 1
-    assert isinstance(result, DBAPIError)
-    assert getattr(result.orig, "sqlstate", None) == "40P01"
+    assert isinstance(result, asyncpg.PostgresError)
+    assert result.sqlstate == "40P01"
     assert is_database_unavailable(result)  # answered 503 with Retry-After
     assert await quantity(client, "X") == 0

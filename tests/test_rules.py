@@ -29,7 +29,7 @@ from restock_service.rules import (
     Snapshot,
     batch_messages,
     decide,
-    duplicate_sku_problems,
+    duplicate_problems,
     order_no_problems,
 )
 
@@ -508,7 +508,7 @@ def test_order_no_problems_takes_any_iterable_and_keeps_the_given_location() -> 
     assert [p.loc for p in problems] == [("order_no",)]
 
 
-# --- duplicate_sku_problems -------------------------------------------------------------
+# --- duplicate_problems -------------------------------------------------------------
 
 
 def sku_locs(skus: list[str]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -516,12 +516,12 @@ def sku_locs(skus: list[str]) -> list[tuple[tuple[str | int, ...], str]]:
 
 
 def test_distinct_skus_have_no_problems() -> None:
-    assert duplicate_sku_problems(sku_locs(["A", "B", "C"])) == []
-    assert duplicate_sku_problems([]) == []
+    assert duplicate_problems(sku_locs(["A", "B", "C"])) == []
+    assert duplicate_problems([]) == []
 
 
 def test_repeated_sku_is_a_problem_at_each_later_occurrence() -> None:
-    problems = duplicate_sku_problems(sku_locs(["A", "B", "A", "C", "B", "A"]))
+    problems = duplicate_problems(sku_locs(["A", "B", "A", "C", "B", "A"]))
     assert [(p.loc, p.input, p.type) for p in problems] == [
         (("items", 2, "sku"), "A", "duplicate"),
         (("items", 4, "sku"), "B", "duplicate"),
@@ -531,7 +531,7 @@ def test_repeated_sku_is_a_problem_at_each_later_occurrence() -> None:
 
 
 def test_skus_differing_only_in_case_are_not_repeats() -> None:
-    assert duplicate_sku_problems(sku_locs(["cap-01", "CAP-01"])) == []
+    assert duplicate_problems(sku_locs(["cap-01", "CAP-01"])) == []
 
 
 def test_record_lines_list_each_new_records_snapshot_by_order_no_marking_missing_skus() -> None:

@@ -11,7 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from restock_service.config import Settings
-from restock_service.db import alembic_config, create_engine, head_revision
+from restock_service.engine import create_engine
+from restock_service.migrations import alembic_config, head_revision
 from restock_service.tables import metadata
 from tests.conftest import drop_pg_database, throwaway_pg_database
 

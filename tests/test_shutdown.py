@@ -8,8 +8,7 @@ import asyncpg
 import httpx
 from httpx import AsyncClient
 
-from restock_service.db import Database
-from tests.helpers import order, put_stock, quantity, rakuten, sync
+from tests.helpers import Database, order, put_stock, quantity, rakuten, sync
 from tests.servers import Server
 
 

@@ -1,8 +1,7 @@
 from httpx import AsyncClient
 
-from restock_service.db import Database
 from restock_service.messages import MESSAGE, Code, restored_count_line
-from tests.helpers import cancel_ok, ledger, order, put_stock, quantities, rakuten, sync
+from tests.helpers import Database, cancel_ok, ledger, order, put_stock, quantities, rakuten, sync
 
 
 async def test_cancel_with_restore_adds_the_snapshot_back_once(

@@ -5,13 +5,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import event
 
-from restock_service.db import Database
-from restock_service.messages import Code
+from restock_service.messages import Code, SyncCode
+from restock_service.store.postgres import PostgresStore
 from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
-from tests.helpers import cancel_ok, order, rakuten
+from tests.helpers import Database, cancel_ok, order, rakuten
 
 SIZES = (1, 100, 1000)
 
@@ -56,14 +57,10 @@ async def _seed(db: Database) -> None:
         )
 
 
-async def _count_statements(db: Database) -> Callable[[], int]:
-    """Count what reaches the database: cursor executions through SQLAlchemy, and on
-    PostgreSQL the queries of the hot path's asyncpg connections."""
+async def _count_statements(store: Any) -> Callable[[], int]:
+    """Count what reaches the database: cursor executions of the SQLite store's engine, or
+    the queries of the PostgreSQL store's asyncpg connections."""
     seen: list[Any] = []
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def _on_cursor(*_: Any) -> None:
-        seen.append(1)
 
     def logged(_query: Any) -> None:
         seen.append(1)
@@ -88,13 +85,18 @@ async def _count_statements(db: Database) -> Callable[[], int]:
         def acquire(self, *args: Any, **kwargs: Any) -> Logging:
             return Logging(self.pool.acquire(*args, **kwargs))
 
-    if db.dialect == "postgresql":
-        pool = LoggingPool(await db.drivers())
+    if isinstance(store, PostgresStore):
+        pool = LoggingPool(await store.pool())
 
-        async def drivers() -> Any:
+        async def logging_pool() -> Any:
             return pool
 
-        db.drivers = drivers  # type: ignore[method-assign]
+        store.pool = logging_pool
+    else:
+
+        @event.listens_for(store.engine.sync_engine, "before_cursor_execute")
+        def _on_cursor(*_: Any) -> None:
+            seen.append(1)
 
     def taken() -> int:
         count = len(seen)
@@ -105,10 +107,10 @@ async def _count_statements(db: Database) -> Callable[[], int]:
 
 
 async def test_a_batch_of_1_100_or_1000_orders_costs_the_same_statements(
-    client: AsyncClient, db: Database
+    client: AsyncClient, db: Database, app: FastAPI
 ) -> None:
     await _seed(db)
-    taken = await _count_statements(db)
+    taken = await _count_statements(app.state.store)
     # Warm up both paths: a connection's first statements include the driver's one-time
     # type lookups. The warm-up order serves below as one the rules do not restore again.
     repeat = rakuten(2 * sum(SIZES))
@@ -136,3 +138,45 @@ async def test_a_batch_of_1_100_or_1000_orders_costs_the_same_statements(
     if db.dialect == "postgresql":  # no BEGIN, no COMMIT
         assert counts["restorable", 1] == 1  # LOAD_OR_RESTORE
         assert counts["with a repeat", 1] == 2  # LOAD_OR_RESTORE, then WRITE
+
+
+def _executions(first: int, size: int, skus: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_no": f"503-1234567-{n:07d}",
+            "mall": "amazon",
+            "items": [
+                {"sku": f"S{n % skus}", "quantity": 1},
+                {"sku": f"S{(n + 1) % skus}", "quantity": 2},
+            ],
+        }
+        for n in range(first, first + size)
+    ]
+
+
+async def test_a_sync_batch_of_1_100_or_1000_executions_costs_the_same_statements(
+    client: AsyncClient, db: Database, app: FastAPI
+) -> None:
+    await _seed(db)
+    taken = await _count_statements(app.state.store)
+    await client.post("/sync-executions/batch", json={"executions": _executions(0, 1, 50)})
+    counts: dict[int, int] = {}
+    first = 1
+    for size in SIZES:
+        executions = _executions(first, size, 50)
+        first += size
+        expected = [SyncCode.RECORDED] * size
+        if size > 1:  # one execution recorded before, one with a sku that is not registered
+            executions[0]["order_no"] = "503-1234567-0000000"
+            executions[-1]["items"][0]["sku"] = "NOT-REGISTERED"
+            expected[0], expected[-1] = SyncCode.ALREADY_RECORDED, SyncCode.SKU_NOT_REGISTERED
+        taken()
+        response = await client.post("/sync-executions/batch", json={"executions": executions})
+        counts[size] = taken()
+        assert response.status_code == 200, response.text
+        assert [r["code"] for r in response.json()["results"]] == expected
+
+    assert counts[1] == counts[100] == counts[1000], counts
+    assert 0 < counts[1] <= 10
+    if db.dialect == "postgresql":  # no BEGIN, no COMMIT
+        assert counts[1] == 1

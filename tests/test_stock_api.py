@@ -7,9 +7,9 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from httpx import AsyncClient, Response
 
-from restock_service.db import Database
 from restock_service.tables import stock_movements, sync_executions
 from tests.helpers import (
+    Database,
     amazon,
     count_rows,
     ledger,

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from httpx import AsyncClient, Response
 
-from restock_service.db import Database
 from restock_service.tables import restocks, stock_movements, sync_executions
 from tests.helpers import (
+    Database,
     amazon,
     cancel_ok,
     count_rows,

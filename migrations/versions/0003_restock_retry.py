@@ -1,11 +1,9 @@
 """restock_retry_if: lets one statement ask to be run again (PostgreSQL)
 
-The PostgreSQL hot path (restock_service/restock_pg.py) writes in statements that check
-that what was read still holds (no other request recorded the order first; the skus are
-still registered as read). When it does not, the statement calls restock_retry_if(true),
-which fails it with SQLSTATE 40001 (serialization failure): nothing of it is written, and
-the service runs the request again, as it does for any serialization failure. SQLite
-takes another path and needs nothing here.
+Some statements of the PostgreSQL store (restock_service/store/sql/) check that what was
+read still holds; when it does not, they call restock_retry_if(true), which fails the
+statement with SQLSTATE 40001 (serialization failure): nothing of it is written, and the
+service runs it again (restock_service/retry.py). SQLite needs nothing here.
 
 Revision ID: 0003
 Revises: 0002

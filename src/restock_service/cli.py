@@ -5,19 +5,13 @@ import asyncio
 import json
 import sys
 
-from alembic import command
 from pydantic import ValidationError
 
 from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings
-from restock_service.db import (
-    alembic_config,
-    create_engine,
-    current_revision,
-    head_revision,
-    read_only,
-)
+from restock_service.engine import create_engine, read_only
 from restock_service.logs import configure_logging
+from restock_service.migrations import migrate, schema_problem
 
 
 def _settings() -> Settings:
@@ -30,37 +24,8 @@ def _settings() -> Settings:
         raise SystemExit(f"restock-service: invalid configuration: {problems}") from None
 
 
-def migrate(settings: Settings) -> None:
-    """Bring the database to the current schema."""
-    command.upgrade(alembic_config(settings.database_url), "head")
-
-
-async def _revision(settings: Settings) -> str | None:
-    engine = create_engine(settings, pooled=False)
-    try:
-        async with read_only(engine).connect() as conn:
-            return await current_revision(conn)
-    finally:
-        await engine.dispose()
-
-
-def schema_problem(settings: Settings) -> str | None:
-    """Why the database cannot be served as it is, or None when its schema is current."""
-    try:
-        revision = asyncio.run(_revision(settings))
-    except Exception as exc:
-        return f"cannot reach the database: {exc.__class__.__name__}: {exc}".splitlines()[0]
-    head = head_revision()
-    if revision != head:
-        return (
-            f"the database schema is not current (at {revision or 'no revision'}, head is "
-            f"{head}); run `restock-service migrate` or `restock-service serve --migrate`"
-        )
-    return None
-
-
 async def _check(settings: Settings) -> BooksReport:
-    engine = create_engine(settings, pooled=False, bounded=False)
+    engine = create_engine(settings, pooled=False)
     try:
         async with read_only(engine).connect() as conn:
             return await check_books(conn)

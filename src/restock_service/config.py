@@ -33,16 +33,16 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the database."
     )
-    # Fixed pools by default: connections opened past a pool are closed again as soon as
-    # the load dips, and reopening them (connect, type lookups, prepares) under load cost
-    # more than waiting for a pooled one. Each process has two pools of this size (the hot
-    # path's and the other routes'); 16 covers concurrency 32 on 2 workers.
-    db_pool_size: int = Field(default=16, ge=1, le=200)
-    db_max_overflow: int = Field(default=0, ge=0, le=200)
+    # A pool that keeps what it opened: reopening connections under load (connect, type
+    # lookups, prepares) cost more than waiting for a pooled one. 16 covers concurrency 32
+    # on 2 workers.
+    db_pool_size: int = Field(default=16, ge=1, le=200, description="PostgreSQL connections.")
     db_connect_timeout_s: float = Field(default=2.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=3000, ge=0)
     db_deadline_s: float = Field(
-        default=4.0, gt=0, description="Bound on one unit of database work, retries included."
+        default=4.0,
+        gt=0,
+        description="Bound on one unit of database work, retries included; a statement "
+        "still running then is cancelled on the server.",
     )
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     db_retry_attempts: int = Field(default=5, ge=1, le=50)

@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 
 from restock_service.access import Role
 from restock_service.api import create_app
-from restock_service.cli import migrate
 from restock_service.config import Settings
 from restock_service.messages import Code, Mall
+from restock_service.migrations import migrate
 
 MALL = Mall.RAKUTEN
 # What the mall answered for the order it refused to cancel: input to the service.

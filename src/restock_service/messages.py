@@ -25,6 +25,14 @@ class Code(StrEnum):
     RESTORED = "restored"
 
 
+class SyncCode(StrEnum):
+    """What happened to one execution of a sync-execution batch."""
+
+    RECORDED = "recorded"
+    ALREADY_RECORDED = "already_recorded"
+    SKU_NOT_REGISTERED = "sku_not_registered"
+
+
 class Outcome(StrEnum):
     SUCCESS = "success"
     SKIP = "skip"

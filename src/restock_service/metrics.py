@@ -7,36 +7,27 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.pool import QueuePool
 
-from restock_service.db import Database
 from restock_service.rules import BatchResult
+from restock_service.store import Store
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class _PoolCollector(Collector):
-    """The connection pools' figures, read at scrape time."""
+    """The connection pool's figures, read at scrape time."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.pool = db.engine.sync_engine.pool
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        hot = self.db.hot_pool_figures()
-        if hot is not None:
-            for name, doc, value in (
-                ("restock_db_hot_pool_open", "Hot path connections open.", hot[0]),
-                ("restock_db_hot_pool_idle", "Hot path connections idle.", hot[1]),
-            ):
-                yield GaugeMetricFamily(name, doc, value=value)
-        if not isinstance(self.pool, QueuePool):
+        figures = self.store.pool_figures()
+        if figures is None:
             return
         for name, doc, value in (
-            ("restock_db_pool_size", "Connections the pool keeps.", self.pool.size()),
-            ("restock_db_pool_checked_out", "Connections in use.", self.pool.checkedout()),
-            ("restock_db_pool_checked_in", "Idle connections.", self.pool.checkedin()),
-            ("restock_db_pool_overflow", "Connections beyond the pool size.", self.pool.overflow()),
+            ("restock_db_pool_size", "Connections the pool holds open.", figures.size),
+            ("restock_db_pool_checked_out", "Connections in use.", figures.checked_out),
+            ("restock_db_pool_checked_in", "Idle connections.", figures.idle),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 
@@ -66,8 +57,8 @@ class Metrics:
 
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def watch_pool(self, db: Database) -> None:
-        self.registry.register(_PoolCollector(db))
+    def watch_pool(self, store: Store) -> None:
+        self.registry.register(_PoolCollector(store))
 
     def count_orders(self, batch: BatchResult) -> None:
         counts = collections.Counter(result.decision.code.value for result in batch.results)

@@ -14,6 +14,7 @@ from restock_service.messages import (
     Mall,
     Outcome,
     RestockStatus,
+    SyncCode,
     failure_line,
     restored_count_line,
 )
@@ -132,6 +133,24 @@ def restock_moves(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class SyncDecision:
+    order_no: str
+    code: SyncCode
+    missing_skus: tuple[str, ...] = ()
+
+
+def decide_sync(
+    order_no: str, *, recorded_before: bool, missing_skus: Sequence[str]
+) -> SyncDecision:
+    """A sync execution is recorded once per order, and only with every sku registered."""
+    if recorded_before:
+        return SyncDecision(order_no, SyncCode.ALREADY_RECORDED)
+    if missing_skus:
+        return SyncDecision(order_no, SyncCode.SKU_NOT_REGISTERED, tuple(missing_skus))
+    return SyncDecision(order_no, SyncCode.RECORDED)
+
+
 def decide_repeat(recorded: RestockStatus, snapshot: Snapshot | None) -> Decision:
     """Rules 3 and 4: an order whose restock was already recorded."""
     if recorded is RestockStatus.RESTORED:
@@ -190,14 +209,14 @@ def order_no_problems(
     return problems
 
 
-def duplicate_sku_problems(
-    skus: Iterable[tuple[tuple[str | int, ...], str]],
+def duplicate_problems(
+    values: Iterable[tuple[tuple[str | int, ...], str]],
 ) -> list[FieldProblem]:
-    """Each sku listed a second time, as a field problem."""
+    """Each value (a sku, an order number) listed a second time, as a field problem."""
     seen: set[str] = set()
     problems = []
-    for loc, sku in skus:
-        if sku in seen:
-            problems.append(FieldProblem(loc, "appears more than once", sku, "duplicate"))
-        seen.add(sku)
+    for loc, value in values:
+        if value in seen:
+            problems.append(FieldProblem(loc, "appears more than once", value, "duplicate"))
+        seen.add(value)
     return problems

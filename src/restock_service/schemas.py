@@ -16,8 +16,8 @@ from pydantic import (
     field_validator,
 )
 
-from restock_service.messages import Code, Mall, Outcome, RestockStatus
-from restock_service.rules import BatchResult, Line
+from restock_service.messages import Code, Mall, Outcome, RestockStatus, SyncCode
+from restock_service.rules import BatchResult, Line, SyncDecision
 
 ORDER_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Visible ASCII except / ? # % (they would break the sku's place in a URL path).
@@ -79,6 +79,10 @@ class SyncExecutionIn(Request):
     mall: Mall
     items: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
     executed_at: Timestamp | None = Field(default=None, description="Default: now.")
+
+
+class SyncBatchIn(Request):
+    executions: Annotated[list[SyncExecutionIn], Field(min_length=1, max_length=1000)]
 
 
 class RestockOrderIn(Request):
@@ -186,6 +190,36 @@ class RestockBatchOut(BaseModel):
                 for r in batch.results
             ],
             messages=list(batch.messages),
+        )
+
+
+class SyncResultOut(BaseModel):
+    order_no: str
+    code: SyncCode
+    missing_skus: list[str] = Field(description="The unregistered skus, in item order.")
+
+
+class SyncCounts(BaseModel):
+    recorded: int
+    already_recorded: int
+    sku_not_registered: int
+
+
+class SyncBatchOut(BaseModel):
+    counts: SyncCounts
+    results: list[SyncResultOut] = Field(description="In request order.")
+
+    @classmethod
+    def of(cls, decisions: list[SyncDecision]) -> "SyncBatchOut":
+        counts = {code.value: 0 for code in SyncCode}
+        for decision in decisions:
+            counts[decision.code.value] += 1
+        return cls(
+            counts=SyncCounts(**counts),
+            results=[
+                SyncResultOut(order_no=d.order_no, code=d.code, missing_skus=list(d.missing_skus))
+                for d in decisions
+            ],
         )
 
 

@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__
-from restock_service.api import errors, hot, middleware, restocks, service, stock
+from restock_service.api import errors, middleware, restocks, service, stock
 from restock_service.config import Settings
-from restock_service.db import Database, head_revision
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
+from restock_service.migrations import head_revision
+from restock_service.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,8 @@ documents (`application/problem+json`).
 """
 
 
-def create_app(settings: Settings | None = None, *, hot_paths: bool = True) -> FastAPI:
-    """Build the application; the database engine lives as long as the app's lifespan.
-
-    ``hot_paths=False`` leaves the two busiest routes to FastAPI too (see api/hot.py); the
-    tests use it to check that both answer alike.
-    """
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the store lives as long as the app's lifespan."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     keys = settings.keys()
@@ -43,13 +40,13 @@ def create_app(settings: Settings | None = None, *, hot_paths: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(settings)
+        app.state.store = open_store(settings)
         app.state.head_revision = head_revision()
-        metrics.watch_pool(app.state.db)
+        metrics.watch_pool(app.state.store)
         try:
             yield
         finally:
-            await app.state.db.dispose()
+            await app.state.store.close()
 
     app = FastAPI(
         title="restock-service",
@@ -63,10 +60,7 @@ def create_app(settings: Settings | None = None, *, hot_paths: bool = True) -> F
     app.include_router(stock.router)
     app.include_router(restocks.router)
     app.include_router(service.router)
-    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody, then
-    # HotPaths, which answers the two busiest routes itself and hands the rest to FastAPI.
-    if hot_paths:
-        app.add_middleware(hot.HotPaths, retry_after_s=settings.retry_after_s)
+    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody.
     app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
     app.add_middleware(middleware.RequireKey, keys=keys)
     app.add_middleware(middleware.Timing, metrics=metrics)

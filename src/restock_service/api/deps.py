@@ -5,15 +5,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 
-from restock_service.db import Database
 from restock_service.metrics import Metrics
 from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
+from restock_service.store import Store
 
 
 # `async def`, so FastAPI calls them on the event loop instead of a thread pool.
-async def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+async def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -25,7 +25,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-DB = Annotated[Database, Depends(get_db)]
+DB = Annotated[Store, Depends(get_store)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 Cursor = Annotated[

@@ -99,7 +99,7 @@ UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """True when the database could not be reached or did not answer in time."""
-    if isinstance(exc, asyncpg.PostgresError):  # raised by the driver on the hot path
+    if isinstance(exc, asyncpg.PostgresError):  # raised by the PostgreSQL store
         return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATE_CLASSES)
     if isinstance(exc, asyncpg.InterfaceError):
         return True

@@ -13,7 +13,6 @@ from restock_service.api.deps import (
     problems,
     utcnow,
 )
-from restock_service.db import Database
 from restock_service.messages import Mall, RestockStatus
 from restock_service.metrics import Metrics
 from restock_service.schemas import (
@@ -23,12 +22,11 @@ from restock_service.schemas import (
     RestockRecordOut,
     RestockRequest,
 )
+from restock_service.store import Store
 
 router = APIRouter(tags=["restocks"])
 
 
-# The hot routes answer pre-serialized JSON (pydantic's core, once), so FastAPI does not
-# validate and serialize the model a second time; response_model keeps the document exact.
 @router.post(
     "/restocks",
     operation_id="createRestocks",
@@ -63,17 +61,13 @@ async def get_restock(order_no: OrderNoPath, db: DB) -> Response:
     return await record_response(db, order_no)
 
 
-# The answers of the two hot routes, shared with api/hot.py, which serves the same routes
-# without FastAPI's per-request machinery.
-
-
-async def restocks_response(db: Database, metrics: Metrics, body: RestockRequest) -> Response:
+async def restocks_response(db: Store, metrics: Metrics, body: RestockRequest) -> Response:
     batch = await restock.restock_batch(db, body, utcnow())
     metrics.count_orders(batch)
     return _json(RestockBatchOut.of(batch))
 
 
-async def record_response(db: Database, order_no: str) -> Response:
+async def record_response(db: Store, order_no: str) -> Response:
     return _json(await restock.get_restock(db, order_no))
 
 

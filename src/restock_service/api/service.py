@@ -9,7 +9,6 @@ from pydantic import BaseModel
 
 from restock_service.api.deps import DB, AppMetrics, problems
 from restock_service.api.errors import problem_response
-from restock_service.db import current_revision
 from restock_service.schemas import Problem
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ async def ready(request: Request, db: DB) -> Ready | JSONResponse:
     head: str | None = request.app.state.head_revision
     retry_after = {"Retry-After": str(db.settings.retry_after_s)}
     try:
-        revision = await db.read(current_revision)
+        revision = await db.schema_revision()
     except Exception as exc:  # any failure to ask means "not ready"
         log.warning("readiness check failed: %r", exc)
         return problem_response(503, "the database cannot be reached", headers=retry_after)

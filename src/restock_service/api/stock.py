@@ -10,6 +10,8 @@ from restock_service.schemas import (
     StockChangesPage,
     StockOut,
     StockPut,
+    SyncBatchIn,
+    SyncBatchOut,
     SyncExecutionIn,
     SyncExecutionOut,
 )
@@ -86,6 +88,17 @@ async def stock_changes(
 async def create_sync_execution(body: SyncExecutionIn, db: DB) -> SyncExecutionOut:
     """Record a sync execution and deduct its lines from stock, in one transaction."""
     return await stock.record_sync_execution(db, body, utcnow())
+
+
+@router.post(
+    "/sync-executions/batch",
+    operation_id="createSyncExecutions",
+    tags=["sync executions"],
+    responses=problems(),
+)
+async def create_sync_executions(body: SyncBatchIn, db: DB) -> SyncBatchOut:
+    """Record many sync executions; each order is recorded, or left alone, on its own."""
+    return await stock.record_sync_batch(db, body, utcnow())
 
 
 @router.get(

@@ -1,11 +1,11 @@
-"""PostgreSQL's restock statements (restock_pg.py) when something changes under them.
+"""The PostgreSQL store's restock statements (store/sql/) when something changes under them.
 
-LOAD_OR_RESTORE reads, and restores in the same statement when every order is restorable;
-otherwise WRITE writes what the rules decided, in one statement that checks that what was
-read still holds. Here another client changes it in between, deterministically: the driver
-is wrapped so that the change runs right after the first LOAD_OR_RESTORE. The statement
-that would write on stale reads must write nothing and fail with a serialization failure,
-and the rerun must decide on what is true now.
+restock_load_or_restore reads, and restores in the same statement when every order is
+restorable; otherwise restock_write writes what the rules decided, in one statement that
+checks that what was read still holds. Here another client changes it in between,
+deterministically: the store's connections are wrapped so that the change runs right after
+the first restock_load_or_restore. The statement that would write on stale reads must write
+nothing and fail with a serialization failure, and the rerun must decide on what is true now.
 """
 
 import asyncio
@@ -18,13 +18,14 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
-from restock_service import restock_pg
 from restock_service.config import Settings
-from restock_service.db import Database
 from restock_service.messages import Code, Mall
 from restock_service.rules import Decision
+from restock_service.store.postgres import PostgresStore
+from restock_service.store.statements import statement
 from tests.conftest import migrated_pg_database
 from tests.helpers import (
+    Database,
     cancel_ok,
     ledger,
     order,
@@ -36,7 +37,7 @@ from tests.helpers import (
 )
 
 ORDER = rakuten(1)
-# Never synced: the rules do not restore it, so a batch with it takes LOAD_OR_RESTORE and WRITE.
+# Never synced: the rules do not restore it, so a batch with it takes both statements.
 UNSYNCED = rakuten(99)
 
 
@@ -49,35 +50,68 @@ class Interleaved:
         self.statements = 0
         self.errors: list[str] = []
 
-    def wrap(self, driver: Any) -> Any:
+    def wrap(self, connection: Any) -> Any:
         outer = self
+        load = statement("restock_load_or_restore").text
 
-        class Driver:
+        class Connection:
+            def is_closed(self) -> bool:
+                return bool(connection.is_closed())
+
             async def fetch(self, query: str, *args: Any) -> Any:
                 outer.statements += 1
-                outer.loads += query is restock_pg.LOAD_OR_RESTORE
+                outer.loads += query == load
                 try:
-                    rows = await driver.fetch(query, *args)
+                    rows = await connection.fetch(query, *args)
                 except Exception as exc:
                     outer.errors.append(getattr(exc, "sqlstate", repr(exc)))
                     raise
-                if query is restock_pg.LOAD_OR_RESTORE and outer.between is not None:
+                if query == load and outer.between is not None:
                     between, outer.between = outer.between, None
                     await between()
                 return rows
 
-        return Driver()
+        return Connection()
+
+
+class _Acquiring:
+    def __init__(self, acquiring: Any, interleaved: Interleaved) -> None:
+        self.acquiring, self.interleaved = acquiring, interleaved
+
+    async def __aenter__(self) -> Any:
+        return self.interleaved.wrap(await self.acquiring.__aenter__())
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.acquiring.__aexit__(*exc)
 
 
 async def _restock(
     db: Database, interleaved: Interleaved, order_nos: tuple[str, ...] = (ORDER,)
 ) -> dict[str, Decision]:
-    async def work(driver: Any) -> dict[str, Decision]:
-        return await restock_pg.apply(
-            interleaved.wrap(driver), Mall.RAKUTEN, order_nos, datetime.now(UTC)
-        )
+    """A restock by a store of its own (another process, as it were), its statements seen."""
+    store = PostgresStore(db.settings)
+    pool = await store.pool()
 
-    return await db.write_driver(work)
+    class Pool:
+        def acquire(self, *args: Any, **kwargs: Any) -> _Acquiring:
+            return _Acquiring(pool.acquire(*args, **kwargs), interleaved)
+
+    async def wrapped() -> Any:
+        return Pool()
+
+    store.pool = wrapped  # type: ignore[method-assign]
+    try:
+        return await store.restock(Mall.RAKUTEN, order_nos, datetime.now(UTC))
+    finally:
+        await pool.close()
+
+
+async def _fetchval(db: Database, sql: str, *args: Any) -> Any:
+    connection = await asyncpg.connect(db.settings.database_url.replace("+asyncpg", ""))
+    try:
+        return await connection.fetchval(sql, *args)
+    finally:
+        await connection.close()
 
 
 @pytest.fixture
@@ -233,10 +267,8 @@ async def test_a_sku_changed_while_the_one_statement_waits_is_restored_onto_the_
     assert decisions[ORDER].code is Code.RESTORED
     assert await quantities(client, "A", "B") == {"A": 110, "B": 10}
     assert await ledger(db, "restock") == [("A", 2, ORDER), ("B", 1, ORDER)]
-    after = await db.read_driver(
-        lambda driver: driver.fetchval(
-            "SELECT quantity_after FROM stock_movements WHERE reason = 'restock' AND sku = 'A'"
-        )
+    after = await _fetchval(
+        db, "SELECT quantity_after FROM stock_movements WHERE reason = 'restock' AND sku = 'A'"
     )
     assert after == 110
 
@@ -302,15 +334,14 @@ async def test_the_one_statement_restores_exactly_what_the_rules_restore(
         if not all_registered:
             assert (await client.delete(f"/stock/{b}")).status_code == 204
         if recorded:
-            await db.read_driver(
-                lambda driver, o=order_no, r=recorded: driver.execute(
-                    "INSERT INTO restocks (order_no, mall, status, code, requested_at,"
-                    " completed_at, repeat_requests) VALUES ($1, 'rakuten', $2, $3, now(),"
-                    " now(), 0)",
-                    o,
-                    r,
-                    "restored" if r == "restored" else "product_not_found",
-                )
+            await _fetchval(
+                db,
+                "INSERT INTO restocks (order_no, mall, status, code, requested_at,"
+                " completed_at, repeat_requests) VALUES ($1, 'rakuten', $2, $3, now(),"
+                " now(), 0)",
+                order_no,
+                recorded,
+                "restored" if recorded == "restored" else "product_not_found",
             )
         interleaved = Interleaved()
         decision = (await _restock(db, interleaved, (order_no,)))[order_no]
@@ -331,64 +362,98 @@ def fresh_pg_url(pg_admin_dsn: str) -> Iterator[str]:
 async def test_a_lost_connection_expires_the_idle_ones(pg_database_url: str) -> None:
     """After a failover the pool's idle connections are as dead as the one that failed,
     without their sockets showing it: they are replaced on their next use."""
-    db = Database(Settings(database_url=pg_database_url))
+    store = PostgresStore(Settings(database_url=pg_database_url))
     pid = "SELECT pg_backend_pid()"
     try:
-        pool = await db.drivers()
+        pool = await store.pool()
         async with pool.acquire() as first, pool.acquire() as second:
             before = {await first.fetchval(pid), await second.fetchval(pid)}
-
-        async def lose_connection(driver: Any) -> None:
-            await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
-            await db.write_driver(lose_connection)
+            async with pool.acquire() as first:
+                try:
+                    await first.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                except Exception as exc:
+                    await store._expire_if_lost(first, exc)  # what every statement's failure does
+                    raise
 
         async with pool.acquire() as first, pool.acquire() as second:
             after = {await first.fetchval(pid), await second.fetchval(pid)}
         assert not before & after  # both reconnected, the idle one too
     finally:
-        await db.dispose()
+        await store.close()
 
 
-async def test_the_hot_pool_connects_with_the_urls_query(pg_database_url: str) -> None:
-    """Query parameters of the URL (ssl here) reach the hot pool as they reach the engine."""
-    db = Database(Settings(database_url=f"{pg_database_url}?ssl=disable"))
+async def test_the_pool_connects_with_the_urls_query(pg_database_url: str) -> None:
+    """Query parameters of the URL (ssl here) reach the pool."""
+    store = PostgresStore(Settings(database_url=f"{pg_database_url}?ssl=disable"))
     try:
-        assert await db.read_driver(lambda driver: driver.fetchval("SELECT 1")) == 1
+        assert await store.schema_revision() is not None
     finally:
-        await db.dispose()
+        await store.close()
 
 
-async def test_the_hot_statements_seek_by_key_on_a_new_install(
-    fresh_pg_url: str,
-) -> None:
-    """On empty tables a sequential scan is the cheapest plan, and the hot path plans each
-    statement once per connection: that plan would still be used as the tables grow."""
-    db = Database(Settings(database_url=fresh_pg_url))
-    statements = {
-        "load_or_restore": (restock_pg.LOAD_OR_RESTORE, "ARRAY['x'], 'rakuten', now()"),
-        "write": (
-            restock_pg.WRITE,
-            ", ".join(["'{}'"] * 3 + ["now()", "'rakuten'"] + ["'{}'"] * 12),
-        ),
-        "record": (restock_pg.RECORD, "'x'"),
-    }
+# Literal arguments for EXPLAIN, by parameter name.
+_ARGUMENTS = {
+    "order_nos": "ARRAY['x']",
+    "mall": "'rakuten'",
+    "now": "now()",
+    "reason": "'restock'",
+    "order_no": "'x'",
+    "sku": "'x'",
+    "skus": "ARRAY['x']",
+    "quantity": "1",
+    "delta": "1",
+    "note": "'n'",
+    "after_id": "0",
+    "limit": "10",
+}
+
+
+_SOME_ROWS = """
+INSERT INTO stock SELECT 'S' || g, 10, now(), now() FROM generate_series(1, 50000) g;
+INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
+  SELECT 'S' || g, 10, 10, 'set', now(), g FROM generate_series(1, 50000) g;
+INSERT INTO sync_executions SELECT 'O' || g, 'rakuten', now(), now()
+  FROM generate_series(1, 50000) g;
+INSERT INTO sync_execution_lines SELECT 'O' || g, 'S' || g, 0, 1 FROM generate_series(1, 50000) g;
+INSERT INTO restocks SELECT 'O' || g, 'rakuten', 'restored', 'restored', now(), now(), 0
+  FROM generate_series(1, 50000) g;
+INSERT INTO restock_lines SELECT 'O' || g, 'S' || g, 0, 1, false FROM generate_series(1, 50000) g;
+ANALYZE;
+"""
+
+
+async def test_the_busy_statements_seek_by_key(fresh_pg_url: str) -> None:
+    """A statement prepared once per connection may run on its generic plan: on tables of
+    some size, the busy ones must seek by key, whatever their arguments."""
+    busy = (
+        "restock_load_or_restore",
+        "restock_write",
+        "restock_record",
+        "stock_get",
+        "sync_record",
+        "sync_execution",
+        "stock_adjust",
+    )
+    connection = await asyncpg.connect(fresh_pg_url.replace("+asyncpg", ""))
     try:
-        pool = await db.drivers()
-        async with pool.acquire() as driver:
-            for name, (sql, arguments) in statements.items():
-                await driver.execute(f"PREPARE {name} AS {sql}")
-                lines = [
-                    row[0] for row in await driver.fetch(f"EXPLAIN EXECUTE {name}({arguments})")
-                ]
-                plan = "\n".join(lines)
-                assert "Index" in plan, plan
-                assert "Seq Scan" not in plan, plan
-                # Nor a whole index: each index scan seeks by its condition, on the key.
-                scans = [i for i, line in enumerate(lines) if "Index Scan" in line]
-                scans += [i for i, line in enumerate(lines) if "Index Only Scan" in line]
-                assert all("Index Cond" in lines[i + 1] for i in scans), plan
-                assert "requested_at" not in plan, plan
+        await connection.execute(_SOME_ROWS)
+        for name in busy:
+            query = statement(name)
+            arguments = ", ".join(
+                _ARGUMENTS.get(n, "'{}'" if n.endswith("s") else "NULL") for n in query.names
+            )
+            await connection.execute(f"PREPARE {name} AS {query.text}")
+            await connection.execute("SET plan_cache_mode = force_generic_plan")
+            lines = [
+                row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE {name}({arguments})")
+            ]
+            plan = "\n".join(lines)
+            assert "Seq Scan on" not in plan.replace('Seq Scan on "*VALUES*"', ""), plan
+            # Nor a whole index: each index scan seeks by its condition, on the key.
+            scans = [i for i, line in enumerate(lines) if "Index Scan" in line]
+            scans += [i for i, line in enumerate(lines) if "Index Only Scan" in line]
+            assert all("Index Cond" in lines[i + 1] for i in scans), plan
+            assert "requested_at" not in plan, plan
     finally:
-        await db.dispose()
+        await connection.close()

@@ -1,0 +1,178 @@
+"""Storage: one interface for the services, one adapter per database.
+
+The services (restock.py, stock.py) call a ``Store`` and never see SQL or a dialect. The
+app opens one at start-up with ``open_store``: ``SqliteStore`` (SQLAlchemy Core on
+aiosqlite, one ``BEGIN IMMEDIATE`` transaction per write) or ``PostgresStore`` (asyncpg,
+each write one statement from ``sql/``). The restock rules stay in rules.py: both adapters
+read what rules.decide needs, let it decide, and write what it decided. Where a PostgreSQL
+statement also checks what the rules decided, tests/test_pg_statements.py holds the two
+together; tests/test_backends_agree.py runs both adapters on the same histories.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from restock_service.config import Settings
+from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
+from restock_service.rules import Decision, SyncDecision
+from restock_service.schemas import (
+    LineOut,
+    MovementOut,
+    Resolution,
+    RestockRecordOut,
+    StockOut,
+    SyncExecutionIn,
+    SyncExecutionOut,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPosition:
+    """Where a ledger row stands in the change feed's order, and what it changed."""
+
+    txid: int
+    id: int
+    sku: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFigures:
+    size: int
+    checked_out: int
+    idle: int
+
+
+class Store(Protocol):
+    """What the services need from a database. Each write is one unit: all or nothing."""
+
+    settings: Settings
+
+    # Restocks
+    async def restock(
+        self, mall: Mall, order_nos: Sequence[str], now: datetime
+    ) -> dict[str, Decision]:
+        """Decide rules 3 to 8 for orders whose mall cancel succeeded; apply each once."""
+
+    async def restock_record(self, order_no: str) -> RestockRecordOut | None: ...
+
+    async def restock_records(
+        self,
+        *,
+        status: RestockStatus | None,
+        mall: Mall | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[RestockRecordOut]:
+        """Records oldest ``requested_at`` first, after the keyset position ``after``."""
+
+    async def resolve_restock(
+        self, order_no: str, note: str, resolved_by: str, now: datetime
+    ) -> RestockRecordOut | RestockStatus | None:
+        """The settled record; or, when it was not failed, its status; None when absent."""
+
+    # Stock
+    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut: ...
+
+    async def stock(self, sku: str) -> StockOut | None: ...
+
+    async def delete_stock(self, sku: str, now: datetime) -> bool:
+        """False when the sku is not registered."""
+
+    async def adjust_stock(
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
+    ) -> StockOut | None:
+        """None when the sku is not registered."""
+
+    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
+        """A page of the sku's ledger; None for a sku that never existed."""
+
+    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+        """Ledger rows after a feed position that no later commit can precede."""
+
+    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
+        """The registered skus among ``skus`` with their quantities."""
+
+    # Sync executions
+    async def record_sync_executions(
+        self, executions: Sequence[SyncExecutionIn], now: datetime
+    ) -> list[SyncDecision]:
+        """Record each execution that rules.decide_sync records; decisions in request order."""
+
+    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None: ...
+
+    # The service
+    async def schema_revision(self) -> str | None: ...
+
+    def pool_figures(self) -> PoolFigures | None: ...
+
+    async def close(self) -> None: ...
+
+
+def open_store(settings: Settings) -> Store:
+    """The adapter for ``settings.database_url``."""
+    if settings.database_url.startswith("sqlite"):
+        from restock_service.store.sqlite import SqliteStore
+
+        return SqliteStore(settings)
+    from restock_service.store.postgres import PostgresStore
+
+    return PostgresStore(settings)
+
+
+# --- rows as the API shows them, shared by the adapters ----------------------------------
+
+
+def utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def restock_records(rows: Sequence[Mapping[Any, Any]]) -> list[RestockRecordOut]:
+    """Records from rows of a record joined to its lines (one row per line, or one row of
+    null line columns), grouped in the order they come."""
+    grouped: dict[str, list[Mapping[Any, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["order_no"], []).append(row)
+    return [
+        _record(lines[0], [r for r in lines if r["sku"] is not None]) for lines in grouped.values()
+    ]
+
+
+def _record(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> RestockRecordOut:
+    code = Code(record["code"])
+    resolved_at = record["resolved_at"]
+    return RestockRecordOut(
+        order_no=record["order_no"],
+        mall=record["mall"],
+        status=record["status"],
+        code=code,
+        message=MESSAGE[code],
+        items=[LineOut(sku=r["sku"], quantity=r["quantity"]) for r in lines],
+        missing_skus=[r["sku"] for r in lines if r["missing"]],
+        requested_at=utc(record["requested_at"]),
+        completed_at=utc(record["completed_at"]),
+        repeat_requests=record["repeat_requests"],
+        resolution=Resolution(
+            note=record["resolution_note"],
+            resolved_by=record["resolved_by"],
+            resolved_at=utc(resolved_at),
+        )
+        if resolved_at is not None
+        else None,
+    )
+
+
+def sync_execution(rows: Sequence[Mapping[Any, Any]]) -> SyncExecutionOut | None:
+    """An execution from rows of it joined to its lines, in line order."""
+    if not rows:
+        return None
+    first = rows[0]
+    return SyncExecutionOut(
+        order_no=first["order_no"],
+        mall=first["mall"],
+        items=[LineOut(sku=r["sku"], quantity=r["quantity"]) for r in rows],
+        executed_at=utc(first["executed_at"]),
+        recorded_at=utc(first["recorded_at"]),
+    )

@@ -1,0 +1,351 @@
+"""The PostgreSQL adapter: asyncpg, and each write one statement from ``sql/``.
+
+Each statement is its own transaction: no BEGIN and COMMIT round trips, and nothing left on
+the connection between requests (no session settings, no open transaction), so a
+connection can go back to the pool as it is. A statement that must check that what was
+read still holds calls ``restock_retry_if`` (migration 0003): when it does not hold, the
+statement fails as a serialization failure, nothing of it is written, and retry.Runner runs
+the unit again from its read.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import make_url
+
+from restock_service.config import Settings
+from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
+from restock_service.retry import Runner
+from restock_service.rules import (
+    Decision,
+    Line,
+    Snapshot,
+    SyncDecision,
+    decide_orders,
+    decide_repeat,
+    decide_sync,
+    record_lines,
+    restock_moves,
+)
+from restock_service.schemas import (
+    MovementOut,
+    RestockRecordOut,
+    StockOut,
+    SyncExecutionIn,
+    SyncExecutionOut,
+)
+from restock_service.store import (
+    LedgerPosition,
+    PoolFigures,
+    restock_records,
+    sync_execution,
+)
+from restock_service.store.statements import statement
+
+log = logging.getLogger(__name__)
+
+# The server ended the session: admin_shutdown, crash_shutdown, cannot_connect_now.
+LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# Connect arguments that are SQLAlchemy's own, not asyncpg's.
+_SQLALCHEMY_CONNECT_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+def connect_args(database_url: str) -> dict[str, Any]:
+    """asyncpg's connect arguments for a SQLAlchemy URL, its query (ssl, …) included."""
+    _, args = asyncpg_dialect().create_connect_args(make_url(database_url))  # type: ignore[no-untyped-call]
+    for sqlalchemy_only in _SQLALCHEMY_CONNECT_ARGS:
+        args.pop(sqlalchemy_only, None)
+    return dict(args)
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    return getattr(exc, "sqlstate", None)
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Connections go back to the pool without asyncpg's reset query (a round trip per
+    request): no statement leaves session state behind, and asyncpg still rolls back a
+    connection left inside a transaction and drops a broken one."""
+
+
+class PostgresStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner = Runner(
+            attempts=settings.db_retry_attempts, deadline_s=settings.db_deadline_s
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        """The pool, opened on first use; it opens connections as they are needed."""
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        **connect_args(self.settings.database_url),
+                        min_size=0,
+                        max_size=self.settings.db_pool_size,
+                        max_inactive_connection_lifetime=0,
+                        timeout=self.settings.db_connect_timeout_s,
+                        command_timeout=self.settings.db_deadline_s,
+                        server_settings={"application_name": "restock-service"},
+                        reset=_keep_session,
+                    )
+        return self._pool
+
+    async def fetch(self, name: str, **params: Any) -> list[asyncpg.Record]:
+        """Run the statement ``sql/NAME.sql`` with ``params`` as a unit of its own."""
+        return await self._runner.run(lambda: self._fetch_once(name, params), _sqlstate)
+
+    async def _fetch_once(self, name: str, params: dict[str, Any]) -> list[asyncpg.Record]:
+        """Run the statement ``sql/NAME.sql`` once, as part of a unit."""
+        query = statement(name)
+        args = query.args(params)
+        pool = await self.pool()
+        async with pool.acquire(timeout=self.settings.db_connect_timeout_s) as connection:
+            try:
+                return list(await connection.fetch(query.text, *args))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                await self._expire_if_lost(connection, exc)
+                raise
+
+    async def _expire_if_lost(self, connection: Any, exc: Exception) -> None:
+        """After a connection was lost, the pool's idle ones are replaced on their next use.
+
+        They are likely lost too (a failover, a restart, a proxy gone) without their sockets
+        showing it yet: expiring them means one request meets a lost connection, not one per
+        pooled connection. A statement that merely failed or timed out expires nothing.
+        """
+        if isinstance(exc, asyncpg.PostgresError):
+            sqlstate = exc.sqlstate or ""
+            lost = sqlstate.startswith("08") or sqlstate in LOST_CONNECTION_SQLSTATES
+        else:
+            lost = isinstance(exc, asyncpg.InterfaceError | ConnectionError)
+        if (lost or connection.is_closed()) and self._pool is not None:
+            await self._pool.expire_connections()
+
+    # --- restocks --------------------------------------------------------------------------
+
+    async def restock(
+        self, mall: Mall, order_nos: Sequence[str], now: datetime
+    ) -> dict[str, Decision]:
+        """Usually one statement: restock_load_or_restore reads and, when every order is
+        restorable, restores. Otherwise restock_write writes what the rules decided; when
+        what they read has moved, the unit is run again from the read."""
+        if not order_nos:
+            return {}
+        return await self._runner.run(lambda: self._restock(mall, order_nos, now), _sqlstate)
+
+    async def _restock(
+        self, mall: Mall, order_nos: Sequence[str], now: datetime
+    ) -> dict[str, Decision]:
+        rows = await self._fetch_once(
+            "restock_load_or_restore",
+            {"order_nos": list(order_nos), "mall": mall.value, "now": now, "reason": "restock"},
+        )
+        recorded: dict[str, RestockStatus] = {}
+        malls: dict[str, Mall] = {}
+        lines: dict[str, list[Line]] = {}
+        registered: set[str] = set()
+        for row in rows:
+            order_no = row["order_no"]
+            if row["status"] is not None:
+                recorded[order_no] = RestockStatus(row["status"])
+            if row["mall"] is not None:
+                malls[order_no] = Mall(row["mall"])
+                order_lines = lines.setdefault(order_no, [])
+                if row["sku"] is not None:  # (an execution is never recorded without lines)
+                    order_lines.append(Line(row["sku"], row["quantity"]))
+                    if row["registered"]:
+                        registered.add(row["sku"])
+        snapshots = {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
+        decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
+        if rows[0]["applied"]:
+            return self._restored(order_nos, decisions, snapshots)
+
+        new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
+        # The skus the new records' decisions rest on: those of orders that may be restored.
+        read = sorted(
+            {
+                line.sku
+                for n in new
+                if n in snapshots and snapshots[n].mall == mall
+                for line in snapshots[n].lines
+            }
+        )
+        new_order_nos = sorted(new)
+        record = record_lines(new)
+        moves = restock_moves([n for n in order_nos if n in new], new)
+        repeats = await self._fetch_once(
+            "restock_write",
+            {
+                "mall": mall.value,
+                "now": now,
+                "reason": "restock",
+                "new_order_nos": new_order_nos,
+                "new_statuses": [RECORDED_STATUS[new[n].code].value for n in new_order_nos],
+                "new_codes": [new[n].code.value for n in new_order_nos],
+                "line_order_nos": [line[0] for line in record],
+                "line_skus": [line[1] for line in record],
+                "line_positions": [line[2] for line in record],
+                "line_quantities": [line[3] for line in record],
+                "line_missing": [line[4] for line in record],
+                "move_skus": [move[0] for move in moves],
+                "move_deltas": [move[1] for move in moves],
+                "move_order_nos": [move[2] for move in moves],
+                "read_skus": read,
+                "registered_skus": [sku for sku in read if sku in registered],
+                "repeats": sorted(recorded),
+            },
+        )
+        for row in repeats:
+            if row["order_no"] is not None:
+                decisions[row["order_no"]] = decide_repeat(
+                    RestockStatus(row["status"]), snapshots.get(row["order_no"])
+                )
+        return decisions
+
+    @staticmethod
+    def _restored(
+        order_nos: Sequence[str], decisions: dict[str, Decision], snapshots: dict[str, Snapshot]
+    ) -> dict[str, Decision]:
+        """What restock_load_or_restore did: it restored every order. The rules decide the
+        same (tests/test_pg_statements.py); should they ever not, the answer still says what
+        happened to the stock, and the disagreement is logged as the defect it is."""
+        if any(d.code is not Code.RESTORED for d in decisions.values()):
+            log.error("restored orders that the rules do not restore: %s", decisions)
+            return {n: Decision(Code.RESTORED, snapshots[n].lines) for n in order_nos}
+        return decisions
+
+    async def restock_record(self, order_no: str) -> RestockRecordOut | None:
+        records = restock_records(await self.fetch("restock_record", order_no=order_no))
+        return records[0] if records else None
+
+    async def restock_records(
+        self,
+        *,
+        status: RestockStatus | None,
+        mall: Mall | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[RestockRecordOut]:
+        rows = await self.fetch(
+            "restock_records",
+            status=status.value if status else None,
+            mall=mall.value if mall else None,
+            after_at=after[0] if after else None,
+            after_order_no=after[1] if after else None,
+            limit=limit,
+        )
+        return restock_records(rows)
+
+    async def resolve_restock(
+        self, order_no: str, note: str, resolved_by: str, now: datetime
+    ) -> RestockRecordOut | RestockStatus | None:
+        (row,) = await self.fetch(
+            "restock_resolve", order_no=order_no, note=note, resolved_by=resolved_by, now=now
+        )
+        if not row["settled"]:
+            return None if row["status"] is None else RestockStatus(row["status"])
+        return await self.restock_record(order_no)
+
+    # --- stock -----------------------------------------------------------------------------
+
+    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut:
+        (row,) = await self.fetch("stock_set", sku=sku, quantity=quantity, now=now)
+        return StockOut(**row)
+
+    async def stock(self, sku: str) -> StockOut | None:
+        rows = await self.fetch("stock_get", sku=sku)
+        return StockOut(**rows[0]) if rows else None
+
+    async def delete_stock(self, sku: str, now: datetime) -> bool:
+        return bool(await self.fetch("stock_delete", sku=sku, now=now))
+
+    async def adjust_stock(
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
+    ) -> StockOut | None:
+        rows = await self.fetch(
+            "stock_adjust", sku=sku, delta=delta, note=note, order_no=order_no, now=now
+        )
+        return StockOut(**rows[0]) if rows else None
+
+    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
+        rows = await self.fetch("stock_movements", sku=sku, after_id=after_id, limit=limit)
+        if not rows and not (await self.fetch("stock_ever_registered", sku=sku))[0][0]:
+            return None
+        return [MovementOut(**row) for row in rows]
+
+    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+        rows = await self.fetch(
+            "ledger_window", after_txid=after[0], after_id=after[1], limit=limit
+        )
+        return [LedgerPosition(*row) for row in rows]
+
+    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
+        rows = await self.fetch("stock_quantities", skus=list(skus))
+        return {row["sku"]: row["quantity"] for row in rows}
+
+    # --- sync executions -------------------------------------------------------------------
+
+    async def record_sync_executions(
+        self, executions: Sequence[SyncExecutionIn], now: datetime
+    ) -> list[SyncDecision]:
+        """One statement for the whole batch (sync_record.sql); the rules name each result."""
+        items = [(e.order_no, i) for e in executions for i in e.items]
+        positions = [p for e in executions for p in range(len(e.items))]
+        rows = await self.fetch(
+            "sync_record",
+            now=now,
+            reason="sync_execution",
+            order_nos=[e.order_no for e in executions],
+            malls=[e.mall.value for e in executions],
+            executed_ats=[e.executed_at or now for e in executions],
+            item_order_nos=[order_no for order_no, _ in items],
+            item_skus=[item.sku for _, item in items],
+            item_positions=positions,
+            item_quantities=[item.quantity for _, item in items],
+        )
+        decisions = []
+        for row in rows:
+            missing = list(row["missing"])
+            # Not recorded with every sku registered: another execution was there first.
+            before = row["existed"] or (not row["recorded"] and not missing)
+            decision = decide_sync(row["order_no"], recorded_before=before, missing_skus=missing)
+            if (decision.code is SyncCode.RECORDED) != row["recorded"]:
+                log.error("sync_record and rules.decide_sync disagree on %s", row["order_no"])
+            decisions.append(decision)
+        return decisions
+
+    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None:
+        return sync_execution(await self.fetch("sync_execution", order_no=order_no))
+
+    # --- the service -----------------------------------------------------------------------
+
+    async def schema_revision(self) -> str | None:
+        try:
+            rows = await self.fetch("schema_revision")
+        except asyncpg.UndefinedTableError:
+            return None
+        return rows[0][0] if rows else None
+
+    def pool_figures(self) -> PoolFigures | None:
+        if self._pool is None:
+            return None
+        size, idle = self._pool.get_size(), self._pool.get_idle_size()
+        return PoolFigures(size, size - idle, idle)
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        try:  # a clean goodbye to each connection, unless the server does not answer
+            await asyncio.wait_for(pool.close(), self.settings.db_connect_timeout_s)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pool.terminate()

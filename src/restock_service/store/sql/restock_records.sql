@@ -1,0 +1,18 @@
+-- A keyset page of restock records, oldest requested_at first, filtered by :status and
+-- :mall when given, after the position (:after_at, :after_order_no) when given; with their
+-- lines, one row per line.
+WITH page AS (  -- the records of the page, in list order
+  SELECT r.*
+  FROM restocks r
+  WHERE (:status::text IS NULL OR r.status = :status)
+    AND (:mall::text IS NULL OR r.mall = :mall)
+    AND (:after_at::timestamptz IS NULL
+         OR (r.requested_at, r.order_no) > (:after_at, :after_order_no::text))
+  ORDER BY r.requested_at, r.order_no
+  LIMIT :limit
+)
+SELECT p.order_no, p.mall, p.status, p.code, p.requested_at, p.completed_at,
+       p.repeat_requests, p.resolution_note, p.resolved_by, p.resolved_at,
+       l.sku, l.quantity, l.missing
+FROM page p LEFT JOIN restock_lines l ON l.order_no = p.order_no
+ORDER BY p.requested_at, p.order_no, l.position

@@ -1,0 +1,13 @@
+-- Add :delta to a registered sku by hand; the ledger records it with its reason.
+-- No row for an unknown sku.
+WITH moved AS (  -- the row is locked by the update itself
+  UPDATE stock SET quantity = quantity + :delta, updated_at = :now
+  WHERE sku = :sku
+  RETURNING sku, quantity, updated_at
+), ledger AS (  -- one row, with the quantity the adjustment left
+  INSERT INTO stock_movements (sku, delta, quantity_after, reason, order_no, at, txid, note)
+  SELECT sku, :delta, quantity, 'adjustment', :order_no, :now,
+         pg_current_xact_id()::text::bigint, :note
+  FROM moved
+)
+SELECT sku, quantity, updated_at FROM moved

@@ -1,0 +1,9 @@
+-- Remove :sku from the inventory sync; the ledger takes its quantity down to 0.
+-- One row when it was registered, none otherwise.
+WITH gone AS (  -- the row, locked and removed by the delete itself
+  DELETE FROM stock WHERE sku = :sku RETURNING sku, quantity
+), ledger AS (
+  INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
+  SELECT sku, -quantity, 0, 'delete', :now, pg_current_xact_id()::text::bigint FROM gone
+)
+SELECT sku FROM gone

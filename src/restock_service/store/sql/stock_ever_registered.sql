@@ -1,0 +1,1 @@
+SELECT EXISTS (SELECT FROM stock_movements WHERE sku = :sku)

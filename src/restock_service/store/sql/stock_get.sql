@@ -1,0 +1,1 @@
+SELECT sku, quantity, updated_at FROM stock WHERE sku = :sku

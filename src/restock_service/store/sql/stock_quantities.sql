@@ -1,0 +1,1 @@
+SELECT sku, quantity FROM stock WHERE sku = ANY(:skus::text[])

@@ -1,0 +1,541 @@
+"""The SQLite adapter: SQLAlchemy Core on aiosqlite, the embedded default.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction: it holds SQLite's one write lock from
+its first read to its commit, so what it read stays true while it writes. This process's
+writers queue on an asyncio lock rather than spin in SQLite's busy handler.
+"""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
+
+from restock_service.config import Settings
+from restock_service.engine import create_engine, read_only
+from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus, SyncCode
+from restock_service.migrations import current_revision
+from restock_service.retry import Runner
+from restock_service.rules import (
+    Decision,
+    Line,
+    Snapshot,
+    SyncDecision,
+    decide_orders,
+    decide_repeat,
+    decide_sync,
+    record_lines,
+    restock_moves,
+)
+from restock_service.schemas import (
+    MovementOut,
+    RestockRecordOut,
+    StockOut,
+    SyncExecutionIn,
+    SyncExecutionOut,
+)
+from restock_service.store import (
+    LedgerPosition,
+    PoolFigures,
+    restock_records,
+    sync_execution,
+)
+from restock_service.tables import (
+    UTCDateTime,
+    restock_lines,
+    restocks,
+    stock,
+    stock_movements,
+    sync_execution_lines,
+    sync_executions,
+)
+
+T = TypeVar("T")
+
+
+def _one_of(column: sa.ColumnElement[str], values: Iterable[str]) -> sa.ColumnElement[bool]:
+    """``column IN values`` as one bound parameter (a JSON array), whatever their number."""
+    members = sa.select(sa.column("value", sa.String)).select_from(
+        sa.func.json_each(sa.bindparam(None, json.dumps(list(values)), type_=sa.String))
+    )
+    return column.in_(members.scalar_subquery())
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+
+
+class SqliteStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings)
+        self._reader = read_only(self.engine)
+        self._write_lock = asyncio.Lock()
+        self._runner = Runner(attempts=1, deadline_s=settings.db_deadline_s)
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one write transaction."""
+
+        async def unit() -> T:
+            async with self._write_lock, self.engine.begin() as conn:
+                return await work(conn)
+
+        return await self._runner.run(unit, _sqlstate)
+
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one read transaction."""
+
+        async def unit() -> T:
+            async with self._reader.begin() as conn:
+                return await work(conn)
+
+        return await self._runner.run(unit, _sqlstate)
+
+    # --- restocks --------------------------------------------------------------------------
+
+    async def restock(
+        self, mall: Mall, order_nos: Sequence[str], now: datetime
+    ) -> dict[str, Decision]:
+        async def work(conn: AsyncConnection) -> dict[str, Decision]:
+            recorded, snapshots = await _load(conn, order_nos)
+            skus = {line.sku for snapshot in snapshots.values() for line in snapshot.lines}
+            registered = await _quantities(conn, skus)
+            decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
+            new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
+            await _insert_records(conn, mall, new, now)
+            moves = restock_moves([n for n in order_nos if n in new], new)
+            await _move_stock(conn, moves, registered, reason="restock", at=now)
+            repeats = sorted(n for n in order_nos if n in recorded)
+            if repeats:
+                await conn.execute(
+                    sa.update(restocks)
+                    .where(_one_of(restocks.c.order_no, repeats))
+                    .values(repeat_requests=restocks.c.repeat_requests + 1)
+                )
+            for n in repeats:
+                decisions[n] = decide_repeat(recorded[n], snapshots.get(n))
+            return decisions
+
+        return await self.write(work)
+
+    async def restock_record(self, order_no: str) -> RestockRecordOut | None:
+        async def work(conn: AsyncConnection) -> RestockRecordOut | None:
+            records = await _with_lines(conn, restocks.c.order_no == order_no)
+            return records[0] if records else None
+
+        return await self.read(work)
+
+    async def restock_records(
+        self,
+        *,
+        status: RestockStatus | None,
+        mall: Mall | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[RestockRecordOut]:
+        page = sa.select(restocks.c.order_no)
+        if status is not None:
+            page = page.where(restocks.c.status == status.value)
+        if mall is not None:
+            page = page.where(restocks.c.mall == mall.value)
+        if after is not None:
+            page = page.where(
+                sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
+                > sa.tuple_(
+                    sa.bindparam(None, after[0], type_=UTCDateTime),
+                    sa.bindparam(None, after[1], type_=sa.String),
+                )
+            )
+        page = page.order_by(restocks.c.requested_at, restocks.c.order_no).limit(limit)
+
+        async def work(conn: AsyncConnection) -> list[RestockRecordOut]:
+            return await _with_lines(conn, restocks.c.order_no.in_(page.scalar_subquery()))
+
+        return await self.read(work)
+
+    async def resolve_restock(
+        self, order_no: str, note: str, resolved_by: str, now: datetime
+    ) -> RestockRecordOut | RestockStatus | None:
+        async def work(conn: AsyncConnection) -> RestockRecordOut | RestockStatus | None:
+            status = (
+                await conn.execute(
+                    sa.select(restocks.c.status).where(restocks.c.order_no == order_no)
+                )
+            ).scalar_one_or_none()
+            if status != RestockStatus.FAILED:
+                return None if status is None else RestockStatus(status)
+            await conn.execute(
+                sa.update(restocks)
+                .where(restocks.c.order_no == order_no)
+                .values(
+                    status=RestockStatus.RESOLVED.value,
+                    resolution_note=note,
+                    resolved_by=resolved_by,
+                    resolved_at=now,
+                )
+            )
+            return (await _with_lines(conn, restocks.c.order_no == order_no))[0]
+
+        return await self.write(work)
+
+    # --- stock -----------------------------------------------------------------------------
+
+    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut:
+        async def work(conn: AsyncConnection) -> StockOut:
+            before = await _quantities(conn, [sku])
+            statement = insert(stock).values(
+                sku=sku, quantity=quantity, created_at=now, updated_at=now
+            )
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[stock.c.sku],
+                    set_={"quantity": quantity, "updated_at": now},
+                )
+            )
+            await _ledger(conn, sku, quantity - before.get(sku, 0), quantity, "set", now)
+            return StockOut(sku=sku, quantity=quantity, updated_at=now)
+
+        return await self.write(work)
+
+    async def stock(self, sku: str) -> StockOut | None:
+        async def work(conn: AsyncConnection) -> StockOut | None:
+            row = (
+                await conn.execute(
+                    sa.select(stock.c.sku, stock.c.quantity, stock.c.updated_at).where(
+                        stock.c.sku == sku
+                    )
+                )
+            ).first()
+            return None if row is None else StockOut.model_validate(row, from_attributes=True)
+
+        return await self.read(work)
+
+    async def delete_stock(self, sku: str, now: datetime) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            quantity = (
+                await conn.execute(
+                    sa.delete(stock).where(stock.c.sku == sku).returning(stock.c.quantity)
+                )
+            ).scalar_one_or_none()
+            if quantity is None:
+                return False
+            await _ledger(conn, sku, -quantity, 0, "delete", now)
+            return True
+
+        return await self.write(work)
+
+    async def adjust_stock(
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
+    ) -> StockOut | None:
+        async def work(conn: AsyncConnection) -> StockOut | None:
+            after = (
+                await conn.execute(
+                    sa.update(stock)
+                    .where(stock.c.sku == sku)
+                    .values(quantity=stock.c.quantity + delta, updated_at=now)
+                    .returning(stock.c.quantity)
+                )
+            ).scalar_one_or_none()
+            if after is None:
+                return None
+            await _ledger(conn, sku, delta, after, "adjustment", now, order_no, note)
+            return StockOut(sku=sku, quantity=after, updated_at=now)
+
+        return await self.write(work)
+
+    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
+        m = stock_movements
+
+        async def work(conn: AsyncConnection) -> list[MovementOut] | None:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        m.c.id,
+                        m.c.sku,
+                        m.c.delta,
+                        m.c.quantity_after,
+                        m.c.reason,
+                        m.c.order_no,
+                        m.c.at,
+                        m.c.note,
+                    )
+                    .where(m.c.sku == sku, m.c.id > after_id)
+                    .order_by(m.c.id)
+                    .limit(limit)
+                )
+            ).all()
+            if not rows:
+                # Registering a sku always writes a ledger row, and ledger rows stay.
+                ever = await conn.execute(sa.select(m.c.id).where(m.c.sku == sku).limit(1))
+                if ever.first() is None:
+                    return None
+            return [MovementOut.model_validate(r, from_attributes=True) for r in rows]
+
+        return await self.read(work)
+
+    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+        # Writers take turns, so ids are already in commit order (every txid is 0).
+        m = stock_movements
+
+        async def work(conn: AsyncConnection) -> list[LedgerPosition]:
+            rows = await conn.execute(
+                sa.select(m.c.txid, m.c.id, m.c.sku, m.c.at)
+                .where(sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*after))
+                .order_by(m.c.txid, m.c.id)
+                .limit(limit)
+            )
+            return [LedgerPosition(*row) for row in rows]
+
+        return await self.read(work)
+
+    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
+        return await self.read(lambda conn: _quantities(conn, skus))
+
+    # --- sync executions -------------------------------------------------------------------
+
+    async def record_sync_executions(
+        self, executions: Sequence[SyncExecutionIn], now: datetime
+    ) -> list[SyncDecision]:
+        async def work(conn: AsyncConnection) -> list[SyncDecision]:
+            order_nos = [e.order_no for e in executions]
+            existing = set(
+                (
+                    await conn.execute(
+                        sa.select(sync_executions.c.order_no).where(
+                            _one_of(sync_executions.c.order_no, order_nos)
+                        )
+                    )
+                ).scalars()
+            )
+            current = await _quantities(conn, {i.sku for e in executions for i in e.items})
+            decisions = [
+                decide_sync(
+                    e.order_no,
+                    recorded_before=e.order_no in existing,
+                    missing_skus=[i.sku for i in e.items if i.sku not in current],
+                )
+                for e in executions
+            ]
+            recorded = [
+                e for e, d in zip(executions, decisions, strict=True) if d.code is SyncCode.RECORDED
+            ]
+            if recorded:
+                await conn.execute(
+                    sa.insert(sync_executions),
+                    [
+                        {
+                            "order_no": e.order_no,
+                            "mall": e.mall.value,
+                            "executed_at": e.executed_at or now,
+                            "recorded_at": now,
+                        }
+                        for e in recorded
+                    ],
+                )
+                await conn.execute(
+                    sa.insert(sync_execution_lines),
+                    [
+                        {
+                            "order_no": e.order_no,
+                            "sku": i.sku,
+                            "position": p,
+                            "quantity": i.quantity,
+                        }
+                        for e in recorded
+                        for p, i in enumerate(e.items)
+                    ],
+                )
+            moves = [(i.sku, -i.quantity, e.order_no) for e in recorded for i in e.items]
+            await _move_stock(conn, moves, current, reason="sync_execution", at=now)
+            return decisions
+
+        return await self.write(work)
+
+    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None:
+        e, lines = sync_executions, sync_execution_lines
+
+        async def work(conn: AsyncConnection) -> SyncExecutionOut | None:
+            rows = await conn.execute(
+                sa.select(
+                    e.c.order_no,
+                    e.c.mall,
+                    e.c.executed_at,
+                    e.c.recorded_at,
+                    lines.c.sku,
+                    lines.c.quantity,
+                )
+                .join(lines)
+                .where(e.c.order_no == order_no)
+                .order_by(lines.c.position)
+            )
+            return sync_execution(rows.mappings().all())
+
+        return await self.read(work)
+
+    # --- the service -----------------------------------------------------------------------
+
+    async def schema_revision(self) -> str | None:
+        async def work(conn: AsyncConnection) -> str | None:
+            return await conn.run_sync(current_revision)
+
+        return await self.read(work)
+
+    def pool_figures(self) -> PoolFigures | None:
+        pool = self.engine.sync_engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        return PoolFigures(
+            pool.checkedout() + pool.checkedin(), pool.checkedout(), pool.checkedin()
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+# --- statements ----------------------------------------------------------------------------
+
+
+async def _load(
+    conn: AsyncConnection, order_nos: Sequence[str]
+) -> tuple[dict[str, RestockStatus], dict[str, Snapshot]]:
+    """The orders' restock records and sync snapshots."""
+    recorded = {
+        order_no: RestockStatus(status)
+        for order_no, status in await conn.execute(
+            sa.select(restocks.c.order_no, restocks.c.status).where(
+                _one_of(restocks.c.order_no, order_nos)
+            )
+        )
+    }
+    rows = await conn.execute(
+        sa.select(
+            sync_executions.c.order_no,
+            sync_executions.c.mall,
+            sync_execution_lines.c.sku,
+            sync_execution_lines.c.quantity,
+        )
+        .join(sync_execution_lines)
+        .where(_one_of(sync_executions.c.order_no, order_nos))
+        .order_by(sync_executions.c.order_no, sync_execution_lines.c.position)
+    )
+    lines: dict[str, list[Line]] = {}
+    malls: dict[str, Mall] = {}
+    for order_no, order_mall, sku, quantity in rows:
+        malls[order_no] = Mall(order_mall)
+        lines.setdefault(order_no, []).append(Line(sku, quantity))
+    return recorded, {n: Snapshot(malls[n], tuple(ls)) for n, ls in lines.items()}
+
+
+async def _insert_records(
+    conn: AsyncConnection, mall: Mall, new: dict[str, Decision], now: datetime
+) -> None:
+    if not new:
+        return
+    await conn.execute(
+        sa.insert(restocks),
+        [
+            {
+                "order_no": n,
+                "mall": mall.value,
+                "status": RECORDED_STATUS[d.code].value,
+                "code": d.code.value,
+                "requested_at": now,
+                "completed_at": now,
+                "repeat_requests": 0,
+            }
+            for n, d in sorted(new.items())
+        ],
+    )
+    lines = [
+        {"order_no": n, "sku": sku, "position": i, "quantity": q, "missing": missing}
+        for n, sku, i, q, missing in record_lines(new)
+    ]
+    if lines:
+        await conn.execute(sa.insert(restock_lines), lines)
+
+
+async def _with_lines(
+    conn: AsyncConnection, which: sa.ColumnElement[bool]
+) -> list[RestockRecordOut]:
+    """The records ``which`` selects, with their lines, in list order, in one statement."""
+    rows = await conn.execute(
+        sa.select(
+            restocks,
+            restock_lines.c.sku,
+            restock_lines.c.quantity,
+            restock_lines.c.missing,
+        )
+        .outerjoin(restock_lines)
+        .where(which)
+        .order_by(restocks.c.requested_at, restocks.c.order_no, restock_lines.c.position)
+    )
+    return restock_records(rows.mappings().all())
+
+
+async def _quantities(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
+    rows = await conn.execute(
+        sa.select(stock.c.sku, stock.c.quantity).where(_one_of(stock.c.sku, skus))
+    )
+    return {sku: quantity for sku, quantity in rows}
+
+
+async def _ledger(
+    conn: AsyncConnection,
+    sku: str,
+    delta: int,
+    quantity_after: int,
+    reason: str,
+    at: datetime,
+    order_no: str | None = None,
+    note: str | None = None,
+) -> None:
+    await conn.execute(
+        sa.insert(stock_movements).values(
+            sku=sku,
+            delta=delta,
+            quantity_after=quantity_after,
+            reason=reason,
+            order_no=order_no,
+            at=at,
+            note=note,
+        )
+    )
+
+
+async def _move_stock(
+    conn: AsyncConnection,
+    moves: Sequence[tuple[str, int, str]],
+    current: dict[str, int],
+    *,
+    reason: str,
+    at: datetime,
+) -> None:
+    """Apply ``(sku, delta, order_no)`` moves and write one ledger row each, in order."""
+    if not moves:
+        return
+    after = dict(current)
+    ledger = []
+    for sku, delta, order_no in moves:
+        after[sku] += delta
+        ledger.append(
+            {
+                "sku": sku,
+                "delta": delta,
+                "quantity_after": after[sku],
+                "reason": reason,
+                "order_no": order_no,
+                "at": at,
+            }
+        )
+    await conn.execute(
+        sa.update(stock)
+        .where(stock.c.sku == sa.bindparam("b_sku"))
+        .values(quantity=sa.bindparam("b_quantity"), updated_at=at),
+        [{"b_sku": sku, "b_quantity": after[sku]} for sku in sorted({m[0] for m in moves})],
+    )
+    await conn.execute(sa.insert(stock_movements), ledger)
