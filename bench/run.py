@@ -7,7 +7,8 @@ wrk with a Lua script for the service, pgbench for the database's own limit. It 
 bench/results/latest.json and a chart, and prints the ratio table.
 
     python bench/run.py            # the full run (a few minutes)
-    python bench/run.py --quick    # CI: every phase, briefly; asserts completion and 200s
+    python bench/run.py --quick    # CI: every phase, briefly; asserts completion and answers
+    python bench/run.py --skip sync_batch   # leave out a phase and its twin (also BENCH_SKIP)
 """
 
 import argparse
@@ -36,16 +37,24 @@ from tests.servers import free_port  # noqa: E402
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 RESULTS = ROOT / "bench" / "results"
 LUA = ROOT / "bench" / "restock.lua"
-ORDER_PREFIX = "354396-20260525-"
+ORDER_PREFIX = "354396-20260525-"  # the seeded synced orders, which the restock phases cancel
+SYNC_PREFIX = "354396-20261201-"  # the fresh orders of the sync phases, as in pgbench_sync.sql
 
-# Targets from the performance issue, as ratios measured in one run.
+# Targets from the performance issue, as ratios measured in one run: service over its pgbench
+# twin of the same round, except p99 (service p99 over pgbench restock's p99, both at c=8) and
+# RSS (megabytes).
 TARGETS = {
     "single_vs_pgbench": 0.60,
     "batch100_orders_vs_pgbench": 2.50,
     "get_vs_pgbench_read": 0.08,
-    "p99_ms_single_c8": 15.0,
+    "sync_single_vs_pgbench_sync": 0.50,
+    "sync_batch100_orders_vs_pgbench_sync": 2.50,
+    "stock_get_vs_pgbench_stock_read": 0.06,
+    "p99_single_c8_vs_pgbench": 2.5,
     "rss_mb_per_worker": 200.0,
 }
+# Phases that may be left out (--skip, BENCH_SKIP), each with its pgbench twin and its ratio.
+SKIPPABLE = ("sync", "sync_batch", "stock")
 
 
 @dataclass
@@ -58,6 +67,10 @@ class Plan:
     concurrency: tuple[int, ...] = (1, 8, 32, 64)
     batch_concurrency: int = 8
     big_batch_concurrency: int = 2
+    sync_concurrency: int = 8
+    sync_batch_concurrency: int = 4
+    stock_concurrency: int = 16
+    skip: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,6 +86,7 @@ class Phase:
     p50_ms: float
     p99_ms: float
     errors: dict[str, int] = field(default_factory=dict)
+    route: str = ""  # what was measured: the service's route, or the pgbench script
 
 
 def sh(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -151,7 +165,8 @@ async def settle(service_dsn: str, pgbench_dsn: str) -> None:
 
 
 class OrderRanges:
-    """Hands out disjoint ranges of seeded order numbers, so no request repeats an order."""
+    """Hands out disjoint ranges of order numbers, so no request repeats an order: seeded
+    ones for the restock phases, fresh ones (any below 10**10) for the sync phases."""
 
     def __init__(self, total: int) -> None:
         self.next = 1
@@ -172,9 +187,11 @@ def wrk(
     *,
     concurrency: int,
     mode: str,
+    route: str,
     start: int = 1,
     span: int = 1,
     batch: int = 1,
+    prefix: str = ORDER_PREFIX,
     orders_file: Path | None = None,
 ) -> Phase:
     threads = min(2, concurrency)
@@ -185,6 +202,8 @@ def wrk(
             "START": str(start),
             "SPAN": str(span),
             "BATCH": str(batch),
+            "PREFIX": prefix,
+            "SKUS": str(plan.skus),
             "OUT": out.name,
             "ORDERS": str(orders_file or ""),
         }
@@ -202,8 +221,11 @@ def wrk(
         )
         result = json.loads(Path(out.name).read_text())
     requests = result["requests"]
-    if mode == "post" and requests * batch > span * threads:
-        raise RuntimeError(f"{name}: sent more orders than its range holds")
+    errors = result["errors"]
+    if mode in ("post", "sync", "sync_batch") and requests * batch > span * threads:
+        # Past its range a thread repeats orders of the next range: a failure of the run,
+        # reported with the phase's answers (a phase answered with quick 4xx runs past it).
+        errors["range_exceeded"] = requests * batch - span * threads
     seconds = result["duration_us"] / 1e6
     latency = result["latency_us"]
     return Phase(
@@ -217,7 +239,8 @@ def wrk(
         orders_per_s=requests * batch / seconds,
         p50_ms=latency["p50"] / 1000,
         p99_ms=latency["p99"] / 1000,
-        errors=result["errors"],
+        errors=errors,
+        route=route,
     )
 
 
@@ -276,6 +299,7 @@ def pgbench(
         p50_ms=_percentile(latencies, 50) / 1000,
         p99_ms=_percentile(latencies, 99) / 1000,
         errors={"failed": int(failed.group(1)) if failed else 0},
+        route=script,
     )
 
 
@@ -358,23 +382,35 @@ def run(plan: Plan) -> dict[str, object]:
         _wait_ready(url)
 
         orders = OrderRanges(plan.orders)
+        fresh = OrderRanges(10**10 - 1)  # the sync phases' orders: no seeding, any number fits
         phases: list[Phase] = []
         rss: list[list[float]] = []
 
-        def post(name: str, concurrency: int, orders_per_s: int, batch: int = 1) -> Phase:
+        def post(
+            name: str,
+            concurrency: int,
+            orders_per_s: int,
+            batch: int = 1,
+            *,
+            mode: str = "post",
+            route: str = "POST /restocks",
+        ) -> Phase:
             """A POST phase over fresh orders: a range of its own for each wrk thread."""
             threads = min(2, concurrency)
             span = _span(plan, orders_per_s, threads)
-            start = orders.take(span * threads)
+            ranges, prefix = (orders, ORDER_PREFIX) if mode == "post" else (fresh, SYNC_PREFIX)
+            start = ranges.take(span * threads)
             return wrk(
                 url,
                 plan,
                 name,
                 concurrency=concurrency,
-                mode="post",
+                mode=mode,
+                route=route,
                 start=start,
                 span=span,
                 batch=batch,
+                prefix=prefix,
             )
 
         for round_ in (1, 2):
@@ -399,6 +435,7 @@ def run(plan: Plan) -> dict[str, object]:
                     f"GET restock c=32{suffix}",
                     concurrency=32,
                     mode="get",
+                    route="GET /restocks/{order_no}",
                     orders_file=restored,
                 )
             )
@@ -407,12 +444,78 @@ def run(plan: Plan) -> dict[str, object]:
                     cluster, plan, f"pgbench read c=8{suffix}", "pgbench_read.sql", 8, prepared=True
                 )
             )
+            # The sync phases send fresh orders, which cost no seeding: their ranges are
+            # generous (10,000 and 50,000 orders a second).
+            c = plan.sync_concurrency
+            if "sync" not in plan.skip:
+                phases.append(
+                    post(
+                        f"POST sync c={c}{suffix}",
+                        c,
+                        10000,
+                        mode="sync",
+                        route="POST /sync-executions",
+                    )
+                )
+                phases.append(
+                    pgbench(cluster, plan, f"pgbench sync c={c}{suffix}", "pgbench_sync.sql", c)
+                )
+            if "sync_batch" not in plan.skip:
+                phases.append(
+                    post(
+                        f"POST sync batch100 c={plan.sync_batch_concurrency}{suffix}",
+                        plan.sync_batch_concurrency,
+                        50000,
+                        batch=100,
+                        mode="sync_batch",
+                        route="POST /sync-executions/batch",
+                    )
+                )
+                phases.append(
+                    pgbench(
+                        cluster,
+                        plan,
+                        f"pgbench sync c={c}, batch twin{suffix}",
+                        "pgbench_sync.sql",
+                        c,
+                    )
+                )
+            if "stock" not in plan.skip:
+                c = plan.stock_concurrency
+                phases.append(
+                    wrk(
+                        url,
+                        plan,
+                        f"GET stock c={c}{suffix}",
+                        concurrency=c,
+                        mode="stock",
+                        route="GET /stock/{sku}",
+                    )
+                )
+                phases.append(
+                    pgbench(
+                        cluster,
+                        plan,
+                        f"pgbench stock read c={c}{suffix}",
+                        "pgbench_stock_read.sql",
+                        c,
+                        prepared=True,
+                    )
+                )
             rss.append(worker_rss_mb(server))
             if plan.quick:
                 break
 
         restored_count = asyncio.run(_count_restored(service_dsn))
-        return _report(plan, phases, rss, sent=orders.next - 1, restored=restored_count)
+        synced_count = asyncio.run(_count_synced(service_dsn))
+        return _report(
+            plan,
+            phases,
+            rss,
+            sent=orders.next - 1,
+            restored=restored_count,
+            synced=synced_count,
+        )
     finally:
         if server is not None:
             server.terminate()
@@ -458,6 +561,18 @@ async def _count_restored(dsn: str) -> int:
     return int(by_status.get("restored", 0))
 
 
+async def _count_synced(dsn: str) -> int:
+    """Sync executions the sync phases recorded (the seeded ones have another prefix)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM sync_executions WHERE order_no LIKE $1", SYNC_PREFIX + "%"
+        )
+    finally:
+        await conn.close()
+    return int(count)
+
+
 def _wait_ready(url: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -471,7 +586,13 @@ def _wait_ready(url: str) -> None:
 
 
 def _report(
-    plan: Plan, phases: list[Phase], rss: list[list[float]], *, sent: int, restored: int
+    plan: Plan,
+    phases: list[Phase],
+    rss: list[list[float]],
+    *,
+    sent: int,
+    restored: int,
+    synced: int,
 ) -> dict[str, object]:
     by_name = {p.name: p for p in phases}
     bad = {p.name: p.errors for p in phases if any(p.errors.values())}
@@ -494,6 +615,13 @@ def _report(
         "rss_mb_per_worker": rss,
         "orders_sent": sent,
         "orders_restored": restored,
+        "restock_orders_answered": _answered(phases, "POST /restocks"),
+        "sync_orders_recorded": synced,
+        "sync_orders_answered": (
+            _answered(phases, "POST /sync-executions")
+            + _answered(phases, "POST /sync-executions/batch")
+        ),
+        "skipped": list(plan.skip),
         "errors": bad,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -504,36 +632,69 @@ def _report(
     return result
 
 
+def _answered(phases: list[Phase], route: str) -> int:
+    """Orders the service answered in the phases of one route."""
+    return sum(p.requests * p.orders_per_request for p in phases if p.route == route)
+
+
 def _round_ratios(plan: Plan, by_name: dict[str, Phase], suffix: str) -> dict[str, float]:
+    """Each measure of one round, over its pgbench twin of the same round. A skipped phase
+    has no ratio."""
     pg8 = by_name[f"pgbench restock c=8{suffix}"]
     single = max(
         by_name[f"POST single c={c}{suffix}"].rps for c in (8, 32) if c in plan.concurrency
     )
-    return {
+    single8 = by_name[f"POST single c=8{suffix}"]
+    ratios = {
         "single_vs_pgbench": single / pg8.rps,
         "batch100_orders_vs_pgbench": by_name[f"POST batch100{suffix}"].orders_per_s / pg8.rps,
         "get_vs_pgbench_read": (
             by_name[f"GET restock c=32{suffix}"].rps / by_name[f"pgbench read c=8{suffix}"].rps
         ),
-        "p99_ms_single_c8": by_name[f"POST single c=8{suffix}"].p99_ms,
     }
+    c = plan.sync_concurrency
+    if "sync" not in plan.skip:
+        ratios["sync_single_vs_pgbench_sync"] = (
+            by_name[f"POST sync c={c}{suffix}"].rps / by_name[f"pgbench sync c={c}{suffix}"].rps
+        )
+    if "sync_batch" not in plan.skip:
+        batch = by_name[f"POST sync batch100 c={plan.sync_batch_concurrency}{suffix}"]
+        twin = by_name[f"pgbench sync c={c}, batch twin{suffix}"]
+        ratios["sync_batch100_orders_vs_pgbench_sync"] = batch.orders_per_s / twin.rps
+    if "stock" not in plan.skip:
+        c = plan.stock_concurrency
+        ratios["stock_get_vs_pgbench_stock_read"] = (
+            by_name[f"GET stock c={c}{suffix}"].rps
+            / by_name[f"pgbench stock read c={c}{suffix}"].rps
+        )
+    ratios["p99_single_c8_vs_pgbench"] = single8.p99_ms / pg8.p99_ms
+    return ratios
 
 
 def _print_table(phases: list[Phase], ratios: dict[str, float], plan: Plan) -> None:
-    print(f"\n{'phase':<34}{'req/s':>10}{'orders/s':>11}{'p50 ms':>9}{'p99 ms':>9}  errors")
+    print(f"\n{'phase':<44}{'req/s':>10}{'orders/s':>11}{'p50 ms':>9}{'p99 ms':>9}  errors")
     for p in phases:
         errors = ",".join(f"{k}={v}" for k, v in p.errors.items() if v) or "-"
         print(
-            f"{p.name:<34}{p.rps:>10.0f}{p.orders_per_s:>11.0f}{p.p50_ms:>9.2f}"
+            f"{p.name:<44}{p.rps:>10.0f}{p.orders_per_s:>11.0f}{p.p50_ms:>9.2f}"
             f"{p.p99_ms:>9.2f}  {errors}"
         )
-    print(f"\n{'measure':<34}{'measured':>10}{'target':>10}  ")
-    for key, value in ratios.items():
-        target = TARGETS[key]
+    print(f"\n{'measure':<44}{'measured':>10}{'target':>10}  ")
+    for key, target in TARGETS.items():
+        if key not in ratios:
+            print(f"{key:<44}{'-':>10}{'':>10}  skipped")
+            continue
+        value = ratios[key]
         ok = value <= target if key.startswith(("p99", "rss")) else value >= target
-        shown = f"{value:.2f}" if key.startswith(("p99", "rss")) else f"{value:.0%}"
-        want = f"<= {target:g}" if key.startswith(("p99", "rss")) else f">= {target:.0%}"
-        print(f"{key:<34}{shown:>10}{want:>10}  {'ok' if ok else 'MISSED'}")
+        if key.startswith("p99"):
+            shown, want = f"{value:.2f}x", f"<= {target:g}x"
+        elif key.startswith("rss"):
+            shown, want = f"{value:.1f}", f"<= {target:g}"
+        else:
+            shown, want = f"{value:.0%}", f">= {target:.0%}"
+        print(f"{key:<44}{shown:>10}{want:>10}  {'ok' if ok else 'MISSED'}")
+    if plan.skip:
+        print(f"(skipped: {', '.join(plan.skip)}; the full run measures every phase)")
     if plan.quick:
         print("(quick mode: too short to judge speed; it checks that every phase completes)")
 
@@ -579,10 +740,28 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="brief phases, for CI")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
     parser.add_argument("--duration", type=int, default=None, help="seconds per phase")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="PHASE",
+        help=f"leave out a phase and its pgbench twin, one of {', '.join(SKIPPABLE)} "
+        "(repeat or comma-separate; also BENCH_SKIP)",
+    )
     args = parser.parse_args()
+    skip = [
+        name.strip()
+        for value in [os.environ.get("BENCH_SKIP", ""), *args.skip]
+        for name in value.split(",")
+        if name.strip()
+    ]
+    unknown = set(skip) - set(SKIPPABLE)
+    if unknown:
+        parser.error(f"cannot skip {', '.join(sorted(unknown))}: one of {', '.join(SKIPPABLE)}")
     duration = args.duration or (1 if args.quick else 10)
     rounds = 1 if args.quick else 2
-    # What the phases' order ranges add up to (see the loop in run()).
+    # What the restock phases' order ranges add up to (see the loop in run()); the sync
+    # phases send fresh orders, which need no seeding.
     per_round = 2 * duration * (1000 + 3 * 4000 + 2 * 15000)
     plan = Plan(
         quick=args.quick,
@@ -590,19 +769,22 @@ def main() -> int:
         skus=10_000,
         orders=per_round * rounds + 1000,
         workers=args.workers,
+        skip=tuple(sorted(set(skip))),
     )
     result = run(plan)
     if result["errors"]:
-        print(f"bench: responses other than 200: {result['errors']}", file=sys.stderr)
+        print(f"bench: unexpected answers or failures: {result['errors']}", file=sys.stderr)
         return 1
-    if int(result["orders_restored"]) < sum(  # type: ignore[call-overload]
-        p["requests"] * p["orders_per_request"]  # type: ignore[index]
-        for p in result["phases"]  # type: ignore[attr-defined]
-        if p["tool"] == "wrk" and p["name"].startswith("POST")  # type: ignore[index]
-    ):
+    if int(result["orders_restored"]) < int(result["restock_orders_answered"]):  # type: ignore[call-overload]
         print("bench: fewer orders restored than answered", file=sys.stderr)
         return 1
-    print(f"bench: {result['orders_restored']} orders restored; results in {RESULTS}")
+    if int(result["sync_orders_recorded"]) < int(result["sync_orders_answered"]):  # type: ignore[call-overload]
+        print("bench: fewer sync executions recorded than answered", file=sys.stderr)
+        return 1
+    print(
+        f"bench: {result['orders_restored']} orders restored, "
+        f"{result['sync_orders_recorded']} sync executions recorded; results in {RESULTS}"
+    )
     return 0
 
 
