@@ -766,7 +766,7 @@ def main() -> int:
     plan = Plan(
         quick=args.quick,
         duration_s=duration,
-        skus=10_000,
+        skus=10_000 if args.quick else 100_000,  # as many as the yardstick's stock
         orders=per_round * rounds + 1000,
         workers=args.workers,
         skip=tuple(sorted(set(skip))),

@@ -3,19 +3,26 @@
 -- One row per snapshot line (one for an order without a snapshot); `applied` says whether
 -- this statement restored the batch. tests/test_pg_statements.py holds `candidate` and
 -- `guard` to rules.decide.
-WITH orders AS MATERIALIZED (  -- a candidate is not recorded and was synced from :mall
-  SELECT o.order_no, o.ord, r.status, e.mall,
-         r.status IS NULL AND e.mall IS NOT DISTINCT FROM :mall::text AS candidate
+WITH looked_up AS MATERIALIZED (  -- each order's record and execution, looked up by key
+  SELECT o.order_no, o.ord,
+         (SELECT r.status FROM restocks r WHERE r.order_no = o.order_no) AS status,
+         (SELECT e.mall FROM sync_executions e WHERE e.order_no = o.order_no) AS mall
   FROM unnest(:order_nos::text[]) WITH ORDINALITY AS o(order_no, ord)
-  LEFT JOIN restocks r ON r.order_no = o.order_no
-  LEFT JOIN sync_executions e ON e.order_no = o.order_no
-), snapshot AS MATERIALIZED (  -- the synced lines of every order
+), orders AS MATERIALIZED (  -- a candidate is not recorded and was synced from :mall
+  SELECT l.*, l.status IS NULL AND l.mall IS NOT DISTINCT FROM :mall::text AS candidate
+  FROM looked_up l
+), snapshot AS MATERIALIZED (  -- the synced lines of every order, looked up by key
   SELECT o.order_no, o.ord, o.candidate, l.sku, l.quantity, l.position
-  FROM orders o JOIN sync_execution_lines l ON l.order_no = o.order_no
+  FROM orders o
+  CROSS JOIN LATERAL (
+    SELECT sku, quantity, position FROM sync_execution_lines
+    WHERE order_no = o.order_no
+    OFFSET 0  -- a lookup per order, not a join the planner may turn into a scan
+  ) l
 ), locked AS MATERIALIZED (  -- the registered skus of candidates, locked in sku order
-  SELECT s.sku
-  FROM (SELECT DISTINCT sku FROM snapshot WHERE candidate) c JOIN stock s ON s.sku = c.sku
-  ORDER BY s.sku FOR UPDATE OF s
+  SELECT k.sku
+  FROM (SELECT DISTINCT sku FROM snapshot WHERE candidate ORDER BY sku) c
+  CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = c.sku FOR UPDATE) k
 ), guard AS MATERIALIZED (  -- ok only if every order is a candidate with every sku registered
   SELECT coalesce(bool_and(o.candidate), false)
      AND NOT EXISTS (SELECT FROM snapshot l LEFT JOIN locked k ON k.sku = l.sku

@@ -5,9 +5,10 @@
 -- changed, or another request recorded one of the new orders first, nothing is written and
 -- the statement fails with a serialization failure, to be run again from the read.
 -- Its rows: the repeats' (order_no, status), or one row of nulls.
-WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku order
-  SELECT s.sku FROM unnest(:read_skus::text[]) AS c(sku) JOIN stock s ON s.sku = c.sku
-  ORDER BY s.sku FOR UPDATE OF s
+WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku order, by key
+  SELECT k.sku
+  FROM (SELECT DISTINCT sku FROM unnest(:read_skus::text[]) AS c(sku) ORDER BY sku) c
+  CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = c.sku FOR UPDATE) k
 ), unchanged AS (  -- ok only if exactly :registered_skus are still registered
   SELECT coalesce(array_agg(sku::text), '{}') @> :registered_skus::text[]
      AND :registered_skus::text[] @> coalesce(array_agg(sku::text), '{}') AS ok

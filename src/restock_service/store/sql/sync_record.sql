@@ -9,9 +9,10 @@ WITH batch AS (  -- the executions, in request order
   SELECT * FROM unnest(:item_order_nos::text[], :item_skus::text[], :item_positions::int[],
                        :item_quantities::int[])
                 WITH ORDINALITY AS i(order_no, sku, position, quantity, rank)
-), locked AS MATERIALIZED (  -- the registered skus of the batch, locked in sku order
-  SELECT s.sku FROM (SELECT DISTINCT sku FROM items) i JOIN stock s ON s.sku = i.sku
-  ORDER BY s.sku FOR UPDATE OF s
+), locked AS MATERIALIZED (  -- the registered skus of the batch, locked in sku order, by key
+  SELECT k.sku
+  FROM (SELECT DISTINCT sku FROM items ORDER BY sku) i
+  CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = i.sku FOR UPDATE) k
 ), complete AS MATERIALIZED (  -- the executions whose every sku is registered
   SELECT b.* FROM batch b
   WHERE NOT EXISTS (SELECT FROM items i LEFT JOIN locked k ON k.sku = i.sku
