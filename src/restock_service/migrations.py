@@ -59,8 +59,11 @@ async def _revision(settings: Settings) -> str | None:
 
 def schema_problem(settings: Settings) -> str | None:
     """Why the database cannot be served as it is, or None when its schema is current."""
+    bound = settings.db_connect_timeout_s + settings.db_deadline_s
     try:
-        revision = asyncio.run(_revision(settings))
+        revision = asyncio.run(asyncio.wait_for(_revision(settings), bound))
+    except TimeoutError:
+        return f"the database did not answer within {bound:g} s"
     except Exception as exc:
         return f"cannot reach the database: {exc.__class__.__name__}: {exc}".splitlines()[0]
     head = head_revision()

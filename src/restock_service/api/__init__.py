@@ -25,8 +25,12 @@ documents (`application/problem+json`).
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; the store lives as long as the app's lifespan."""
+def create_app(settings: Settings | None = None, *, fast_routes: bool = True) -> FastAPI:
+    """Build the application; the store lives as long as the app's lifespan.
+
+    ``fast_routes=False`` leaves every request to FastAPI's general handler (see
+    api/routing.py); the tests use it to check that both answer alike.
+    """
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     keys = settings.keys()
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.fast_routes = fast_routes
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
     app.include_router(stock.router)

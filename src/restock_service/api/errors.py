@@ -93,7 +93,7 @@ def _summary(fields: list[ProblemField]) -> str:
 # SQLSTATE classes that mean "try again later", not that we asked wrongly: 08 connection
 # exception, 40 transaction rollback (deadlocks and serialization failures that outlasted
 # the service's own retries), 53 insufficient resources, 57 operator intervention (this
-# includes 57014, a statement cancelled by statement_timeout).
+# includes 57014, a statement cancelled when it outran the deadline).
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 

@@ -1,7 +1,6 @@
 """The cancel-completed event and the restock records."""
 
-from fastapi import APIRouter, Response
-from pydantic import BaseModel
+from fastapi import APIRouter
 
 from restock_service import restock
 from restock_service.api.deps import (
@@ -13,8 +12,8 @@ from restock_service.api.deps import (
     problems,
     utcnow,
 )
+from restock_service.api.routing import FastRoute
 from restock_service.messages import Mall, RestockStatus
-from restock_service.metrics import Metrics
 from restock_service.schemas import (
     ResolutionIn,
     RestockBatchOut,
@@ -22,20 +21,16 @@ from restock_service.schemas import (
     RestockRecordOut,
     RestockRequest,
 )
-from restock_service.store import Store
 
-router = APIRouter(tags=["restocks"])
+router = APIRouter(tags=["restocks"], route_class=FastRoute)
 
 
-@router.post(
-    "/restocks",
-    operation_id="createRestocks",
-    response_model=RestockBatchOut,
-    responses=problems(),
-)
-async def create_restocks(body: RestockRequest, db: DB, metrics: AppMetrics) -> Response:
+@router.post("/restocks", operation_id="createRestocks", responses=problems())
+async def create_restocks(body: RestockRequest, db: DB, metrics: AppMetrics) -> RestockBatchOut:
     """Restore each cancelled order's synced stock, at most once per order."""
-    return await restocks_response(db, metrics, body)
+    batch = await restock.restock_batch(db, body, utcnow())
+    metrics.count_orders(batch)
+    return RestockBatchOut.of(batch)
 
 
 @router.get("/restocks", operation_id="listRestocks", responses=problems())
@@ -50,29 +45,10 @@ async def list_restocks(
     return await restock.list_restocks(db, status=status, mall=mall, limit=limit, cursor=cursor)
 
 
-@router.get(
-    "/restocks/{order_no}",
-    operation_id="getRestock",
-    response_model=RestockRecordOut,
-    responses=problems(404),
-)
-async def get_restock(order_no: OrderNoPath, db: DB) -> Response:
+@router.get("/restocks/{order_no}", operation_id="getRestock", responses=problems(404))
+async def get_restock(order_no: OrderNoPath, db: DB) -> RestockRecordOut:
     """Read the restock recorded for an order."""
-    return await record_response(db, order_no)
-
-
-async def restocks_response(db: Store, metrics: Metrics, body: RestockRequest) -> Response:
-    batch = await restock.restock_batch(db, body, utcnow())
-    metrics.count_orders(batch)
-    return _json(RestockBatchOut.of(batch))
-
-
-async def record_response(db: Store, order_no: str) -> Response:
-    return _json(await restock.get_restock(db, order_no))
-
-
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
+    return await restock.get_restock(db, order_no)
 
 
 @router.post(

@@ -9,10 +9,11 @@ from pydantic import BaseModel
 
 from restock_service.api.deps import DB, AppMetrics, problems
 from restock_service.api.errors import problem_response
+from restock_service.api.routing import FastRoute
 from restock_service.schemas import Problem
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], route_class=FastRoute)
 
 
 class Health(BaseModel):

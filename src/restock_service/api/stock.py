@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response, status
 
 from restock_service import stock
 from restock_service.api.deps import DB, Cursor, Limit, OrderNoPath, SkuPath, problems, utcnow
+from restock_service.api.routing import FastRoute
 from restock_service.schemas import (
     AdjustmentIn,
     MovementPage,
@@ -16,7 +17,7 @@ from restock_service.schemas import (
     SyncExecutionOut,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=FastRoute)
 
 
 @router.put("/stock/{sku}", operation_id="putStock", tags=["stock"], responses=problems())
