@@ -457,3 +457,22 @@ async def test_the_busy_statements_seek_by_key(fresh_pg_url: str) -> None:
             assert "requested_at" not in plan, plan
     finally:
         await connection.close()
+
+
+async def test_the_migrated_database_plans_each_statement_once_per_connection(
+    pg_database_url: str,
+) -> None:
+    """Migration 0004 sets it on the database, not on the service's connections."""
+    store = PostgresStore(Settings(database_url=pg_database_url))
+    try:
+        pool = await store.pool()
+        async with pool.acquire() as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            assert (
+                await connection.fetchval(
+                    "SELECT count(*) FROM pg_settings WHERE source = 'session'"
+                )
+                == 0
+            )
+    finally:
+        await store.close()

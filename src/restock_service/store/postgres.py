@@ -2,10 +2,8 @@
 
 Each statement is its own transaction: no BEGIN and COMMIT round trips, and nothing left on
 the connection between requests (no session settings, no open transaction), so a
-connection can go back to the pool as it is. A statement that must check that what was
-read still holds calls ``restock_retry_if`` (migration 0003): when it does not hold, the
-statement fails as a serialization failure, nothing of it is written, and retry.Runner runs
-the unit again from its read.
+connection can go back to the pool as it is. Statements that check what they read still
+holds fail as a serialization failure when it does not (see retry.py).
 """
 
 import asyncio

@@ -2,7 +2,7 @@
 -- One row when it was registered, none otherwise.
 WITH gone AS (  -- the row, locked and removed by the delete itself
   DELETE FROM stock WHERE sku = :sku RETURNING sku, quantity
-), ledger AS (
+), ledger AS (  -- one row taking the quantity down to 0
   INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
   SELECT sku, -quantity, 0, 'delete', :now, pg_current_xact_id()::text::bigint FROM gone
 )
