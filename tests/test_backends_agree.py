@@ -20,15 +20,15 @@ from typing import Any, NamedTuple
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from restock_service.api import create_app
 from restock_service.books import check_books
 from restock_service.config import Settings
-from tests.conftest import empty_tables, migrate, migrated_pg_database
-from tests.helpers import rakuten
+from restock_service.migrations import migrate
+from tests.conftest import database_for, empty_tables, migrated_pg_database
+from tests.helpers import Database, rakuten
 
 SKUS = ("A", "B", "C", "D")
 ORDERS = tuple(rakuten(n) for n in range(1, 6))  # 354396-20260525-0000000001 …
@@ -109,18 +109,24 @@ def histories(draw: st.DrawFn) -> list[Call]:
             body = {"delta": draw(deltas), "reason": "test"}
             calls.append(Call("POST", f"/stock/{sku}/adjustments", body))
         elif kind == "sync":
-            order_no = draw(st.sampled_from(ORDERS))
-            items = [
-                {"sku": sku, "quantity": draw(st.integers(1, 5))}
-                for sku in _some(draw, sorted(registered), SKUS, 3)
-            ]
-            mall = draw(st.sampled_from(MALLS))
-            body = {"order_no": order_no, "mall": mall, "items": items}
-            executed_at = draw(st.none() | st.sampled_from(EXECUTED_AT))
-            if executed_at is not None:
-                body["executed_at"] = executed_at
-            calls.append(Call("POST", "/sync-executions", body))
-            synced.setdefault(order_no, mall)
+            # One execution, or a batch of one to three (POST /sync-executions/batch).
+            executions = []
+            for order_no in _some(draw, [], ORDERS, draw(st.sampled_from((1, 1, 2, 3)))):
+                items = [
+                    {"sku": sku, "quantity": draw(st.integers(1, 5))}
+                    for sku in _some(draw, sorted(registered), SKUS, 3)
+                ]
+                mall = draw(st.sampled_from(MALLS))
+                body = {"order_no": order_no, "mall": mall, "items": items}
+                executed_at = draw(st.none() | st.sampled_from(EXECUTED_AT))
+                if executed_at is not None:
+                    body["executed_at"] = executed_at
+                executions.append(body)
+                synced.setdefault(order_no, mall)
+            if len(executions) == 1 and draw(st.booleans()):
+                calls.append(Call("POST", "/sync-executions", executions[0]))
+            else:
+                calls.append(Call("POST", "/sync-executions/batch", {"executions": executions}))
         elif kind == "restock":
             order_nos = _some(draw, list(synced), ORDERS, 3)
             first = synced.get(order_nos[0])
@@ -204,19 +210,20 @@ async def answer(client: httpx.AsyncClient, call: Call) -> Answer:
     return {"status": response.status_code, "type": media_type, "body": body}
 
 
-async def _started(stack: AsyncExitStack, url: str) -> tuple[FastAPI, httpx.AsyncClient]:
+async def _started(stack: AsyncExitStack, url: str) -> tuple[Database, httpx.AsyncClient]:
     """An app over emptied tables, its lifespan running in this loop, and its client."""
     app = create_app(Settings(database_url=url))
+    db = await stack.enter_async_context(database_for(url))
     await stack.enter_async_context(app.router.lifespan_context(app))
-    await empty_tables(app.state.db)
+    await empty_tables(db)
     client = await stack.enter_async_context(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     )
-    return app, client
+    return db, client
 
 
-async def _books(app: FastAPI) -> tuple[int, int, tuple[str, ...]]:
-    async with app.state.db.engine.connect() as conn:
+async def _books(db: Database) -> tuple[int, int, tuple[str, ...]]:
+    async with db.engine.connect() as conn:
         report = await check_books(conn)
     return report.skus, report.restored, report.problems
 
