@@ -1,5 +1,6 @@
 """The HTTP layer: it translates between HTTP and the services, and holds no rules."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         app.state.store = open_store(settings)
         app.state.head_revision = head_revision()
         metrics.watch_pool(app.state.store)
+        # What start-up built lives as long as the process: keep the collector from scanning
+        # it at every full collection, each a pause of about 50 ms per 100,000 objects.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
