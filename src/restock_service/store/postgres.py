@@ -106,7 +106,7 @@ class PostgresStore:
         query = statement(name)
         args = query.args(params)
         pool = await self.pool()
-        async with pool.acquire(timeout=self.settings.db_connect_timeout_s) as connection:
+        async with pool.acquire() as connection:  # bounded by the unit's deadline
             try:
                 return list(await connection.fetch(query.text, *args))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
