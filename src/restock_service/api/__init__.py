@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__
-from restock_service.api import errors, middleware, restocks, service, stock
+from restock_service.api import errors, middleware, restocks, routing, service, stock
 from restock_service.config import Settings
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
@@ -64,13 +64,19 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    app.state.fast_routes = fast_routes
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
-    app.include_router(stock.router)
-    app.include_router(restocks.router)
-    app.include_router(service.router)
-    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody.
+    routers = (stock.router, restocks.router, service.router)
+    for router in routers:
+        app.include_router(router)
+    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody, then
+    # ShortWay, which answers valid requests and hands the rest to FastAPI.
+    app.add_middleware(
+        routing.ShortWay,
+        routes=[route for router in routers for route in router.routes],
+        enabled=fast_routes,
+        retry_after_s=settings.retry_after_s,
+    )
     app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
     app.add_middleware(middleware.RequireKey, keys=keys)
     app.add_middleware(middleware.Timing, metrics=metrics)

@@ -154,6 +154,16 @@ def database_problem(exc: Exception, method: str, path: str, retry_after_s: int)
     return problem_response(500, "unexpected database error")
 
 
+def problem_for(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse | None:
+    """The answer to a service's exception: a rule's refusal or database trouble; None for
+    anything else, which is a defect."""
+    if isinstance(exc, DomainError):
+        return domain_problem(exc)
+    if isinstance(exc, DATABASE_ERRORS):
+        return database_problem(exc, method, path, retry_after_s)
+    return None
+
+
 def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

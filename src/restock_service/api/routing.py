@@ -1,4 +1,4 @@
-"""One route class for every route: FastAPI's own handling, with a short way through for
+"""One mechanism for every route: FastAPI's own handling, with a short way through for
 requests that are valid.
 
 FastAPI's request handler is general: it solves a tree of dependencies, parses a JSON body
@@ -11,15 +11,17 @@ work directly, planned once per route at start-up:
 - dependencies that only take the request (``api/deps.py``) are called with it;
 - the endpoint's return value is serialized once, by the response model's serializer.
 
-Anything else (a parameter or body that does not validate, a content type other than
-JSON, a dependency of another kind) goes to FastAPI's handler, which stays the reference
-for every error and for the OpenAPI document. ``create_app(fast_routes=False)`` leaves
-every request to it; tests/test_routing.py checks that both answer alike.
+``ShortWay``, innermost behind the gates, routes such a request itself, as Starlette's
+router would, and so also skips Starlette's routing and exception layers. Anything else (a
+parameter or body that does not validate, a content type other than JSON, a dependency of
+another kind) goes on to FastAPI's handler, which stays the reference for every error and
+for the OpenAPI document. ``create_app(fast_routes=False)`` leaves every request to it;
+tests/test_routing.py checks that both answer alike.
 """
 
 import email.message
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +29,12 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.routing import BaseRoute
 from starlette.status import HTTP_204_NO_CONTENT
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+from restock_service.api.errors import problem_for
+from restock_service.api.middleware import ASGIApp, Receive, Scope, Send, replay
+
 _ABSENT = object()
 
 
@@ -96,31 +101,85 @@ def _request_only(dependency: Dependant) -> Callable[[Request], Awaitable[Any]] 
 
 
 class FastRoute(APIRoute):
-    def get_route_handler(self) -> Handler:
-        reference: Handler = super().get_route_handler()
-        plan = _plan(self)
-        if plan is None:
-            return reference
-        endpoint = self.endpoint
-        response_field = self.response_field
-        status_code = self.status_code or 200
+    """An APIRoute that can also answer a valid request directly (see ``ShortWay``)."""
 
-        async def handler(request: Request) -> Response:
-            values = await _values(plan, request) if request.app.state.fast_routes else None
-            if values is None:  # FastAPI answers it, with the reference error
-                return await reference(request)
-            result = await endpoint(**values)
-            if isinstance(result, Response):
-                return result
-            if response_field is None:  # a 204 route
-                return Response(status_code=status_code)
-            return Response(
-                response_field.serialize_json(result),
-                status_code=status_code,
-                media_type="application/json",
-            )
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.plan = _plan(self)
 
-        return handler
+    async def answer(self, request: Request) -> Response | None:
+        """The answer to a valid request; None when FastAPI's handler must answer it."""
+        if self.plan is None:
+            return None
+        values = await _values(self.plan, request)
+        if values is None:
+            return None
+        result = await self.endpoint(**values)
+        if isinstance(result, Response):
+            return result
+        if self.response_field is None:  # a 204 route
+            return Response(status_code=self.status_code or HTTP_204_NO_CONTENT)
+        return Response(
+            self.response_field.serialize_json(result),
+            status_code=self.status_code or 200,
+            media_type="application/json",
+        )
+
+
+class ShortWay:
+    """Pure ASGI, innermost behind the gates: finds the FastRoute a request is for, as
+    Starlette's router would, and has it answer; hands the request, body and all, to
+    FastAPI when it does not (or when ``enabled`` is False)."""
+
+    def __init__(
+        self, app: ASGIApp, *, routes: Sequence[BaseRoute], enabled: bool, retry_after_s: int
+    ) -> None:
+        self.app = app
+        self.enabled = enabled
+        self.retry_after_s = retry_after_s
+        self.routes: dict[str, list[FastRoute]] = {}
+        for route in routes:
+            if isinstance(route, FastRoute) and route.plan is not None:
+                for method in (route.methods or set()) - {"HEAD"}:
+                    self.routes.setdefault(method, []).append(route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.enabled or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        for route in self.routes.get(scope["method"], ()):
+            match = route.path_regex.match(path)
+            if match is None:
+                continue
+            scope["route"] = route
+            scope["path_params"] = {
+                name: route.param_convertors[name].convert(value)
+                for name, value in match.groupdict().items()
+            }
+            request = Request(scope, receive, send)
+            try:
+                response = await route.answer(request)
+            except Exception as exc:
+                response = problem_for(exc, scope["method"], scope["path"], self.retry_after_s)
+                if response is None:
+                    raise
+            if response is None:  # FastAPI answers it, with the reference error
+                body = getattr(request, "_body", None)
+                await self.app(scope, receive if body is None else replay(body, receive), send)
+                return
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path that Starlette routes on: ``path`` without a leading ``root_path``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
 
 
 async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
