@@ -67,6 +67,7 @@ def _one_of(column: sa.ColumnElement[str], values: Iterable[str]) -> sa.ColumnEl
 
 
 def _sqlstate(exc: Exception) -> str | None:
+    """SQLite's error name: none is retryable, as writers hold the one lock from BEGIN."""
     return getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
 
 
@@ -76,7 +77,9 @@ class SqliteStore:
         self.engine = create_engine(settings)
         self._reader = read_only(self.engine)
         self._write_lock = asyncio.Lock()
-        self._runner = Runner(attempts=1, deadline_s=settings.db_deadline_s)
+        self._runner = Runner(
+            attempts=settings.db_retry_attempts, deadline_s=settings.db_deadline_s
+        )
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction."""
