@@ -476,3 +476,33 @@ async def test_the_migrated_database_plans_each_statement_once_per_connection(
             )
     finally:
         await store.close()
+
+
+async def test_a_page_of_the_restock_list_is_one_range_of_its_index(fresh_pg_url: str) -> None:
+    """Under a generic plan too, a page after a cursor seeks to the cursor: no page reads the
+    list from its start."""
+    connection = await asyncpg.connect(fresh_pg_url.replace("+asyncpg", ""))
+    try:
+        await connection.execute(_SOME_ROWS)
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        query = statement("restock_records")
+        arguments = {
+            "status": "NULL",
+            "mall": "NULL",
+            "after_at": "now()",
+            "after_order_no": "'O1'",
+            "limit": "101",
+        }
+        await connection.execute(f"PREPARE page AS {query.text}")
+        lines = [
+            row[0]
+            for row in await connection.fetch(
+                f"EXPLAIN EXECUTE page({', '.join(arguments[n] for n in query.names)})"
+            )
+        ]
+        plan = "\n".join(lines)
+        assert "ix_restocks_requested_at_order_no" in plan, plan
+        scan = next(i for i, line in enumerate(lines) if "ix_restocks_requested_at" in line)
+        assert "Index Cond" in lines[scan + 1] and "requested_at" in lines[scan + 1], plan
+    finally:
+        await connection.close()

@@ -100,6 +100,8 @@ SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/stock/D", {"json": {"quantity": 1.0}}),
     ("PUT", "/stock/D%2F1", {"json": {"quantity": 1}}),
     ("PUT", "/stock/D", {"content": b'{"quantity": 1}', "headers": {"content-type": "text/plain"}}),
+    ("PUT", "/stock/D", {"content": b'{"quantity": 1}'}),  # no content type: not JSON
+    ("POST", "/restocks", {"content": VALID}),
     ("GET", "/stock/D", {}),
     ("GET", "/stock/NOPE", {}),
     ("POST", "/stock/D/adjustments", {"json": {"delta": 2, "reason": "count"}}),

@@ -217,9 +217,11 @@ async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
 
 
 def _is_json(content_type: str | None) -> bool:
-    """FastAPI's test: no content type, or application/json or application/*+json, as the
-    email package parses it (a malformed type counts as text/plain)."""
-    if content_type is None or content_type == "application/json":
+    """FastAPI's test (strict_content_type): application/json or application/*+json, as the
+    email package parses it (a malformed type counts as text/plain); none is not JSON."""
+    if content_type is None:
+        return False
+    if content_type == "application/json":
         return True
     message = email.message.Message()
     message["content-type"] = content_type

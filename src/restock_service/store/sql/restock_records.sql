@@ -1,13 +1,14 @@
 -- A keyset page of restock records, oldest requested_at first, filtered by :status and
--- :mall when given, after the position (:after_at, :after_order_no) when given; with their
--- lines, one row per line.
+-- :mall when given, after the position (:after_at, :after_order_no), or from the start when
+-- it is null; with their lines, one row per line.
 WITH page AS (  -- the records of the page, in list order
   SELECT r.*
   FROM restocks r
   WHERE (:status::text IS NULL OR r.status = :status)
     AND (:mall::text IS NULL OR r.mall = :mall)
-    AND (:after_at::timestamptz IS NULL
-         OR (r.requested_at, r.order_no) > (:after_at, :after_order_no::text))
+    -- one range of the (requested_at, order_no) index, whatever the plan
+    AND (r.requested_at, r.order_no)
+        > (coalesce(:after_at::timestamptz, '-infinity'), coalesce(:after_order_no::text, ''))
   ORDER BY r.requested_at, r.order_no
   LIMIT :limit
 )
