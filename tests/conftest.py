@@ -144,6 +144,15 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def second_app(app: FastAPI, database_url: str) -> AsyncIterator[FastAPI]:
+    """Another application, with its own store (pool, lock), on the same database: what a
+    second process would be, in this one."""
+    other = create_app(Settings(database_url=database_url))
+    async with other.router.lifespan_context(other):
+        yield other
+
+
 @pytest.fixture(scope="session")
 def pg_database_url(pg_admin_dsn: str) -> Iterator[str]:
     """A migrated PostgreSQL database for the tests that exist only for PostgreSQL."""

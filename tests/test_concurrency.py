@@ -2,15 +2,11 @@
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from restock_service.api import create_app
-from restock_service.config import Settings
 from restock_service.messages import Code
 from restock_service.tables import restocks
 from tests.helpers import (
@@ -59,14 +55,6 @@ async def test_concurrent_duplicates_in_one_process_restore_once(
     assert await quantities(client, "A", "B") == {"A": 10, "B": 10}
     assert await ledger(db, "restock") == [("A", 3, order_no), ("B", 1, order_no)]
     assert await repeat_requests(db, order_no) == STORM - 1
-
-
-@pytest.fixture
-async def second_app(app: FastAPI, database_url: str) -> AsyncIterator[FastAPI]:
-    """Another application with its own engine and pool on the same database."""
-    other = create_app(Settings(database_url=database_url))
-    async with other.router.lifespan_context(other):
-        yield other
 
 
 async def test_concurrent_duplicates_through_two_engines_restore_once(

@@ -7,7 +7,7 @@ execution in request order, unless it is invalid as a whole: then 422 and nothin
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +17,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 
-from restock_service.api import create_app
 from restock_service.books import check_books
-from restock_service.config import Settings
 from restock_service.messages import SyncCode
 from restock_service.store.postgres import PostgresStore
 from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
@@ -510,14 +508,6 @@ async def _assert_each_order_recorded_once(
     for order_no, items in orders.items():
         assert items_of(await recorded_execution(client, order_no)) == items
     await assert_books_balance(db)
-
-
-@pytest.fixture
-async def second_app(app: FastAPI, database_url: str) -> AsyncIterator[FastAPI]:
-    """Another application, with its own engine, pool and lock, on the same database."""
-    other = create_app(Settings(database_url=database_url))
-    async with other.router.lifespan_context(other):
-        yield other
 
 
 async def arrive_together(
