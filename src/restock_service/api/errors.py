@@ -170,10 +170,6 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         fields = _validation_fields(list(exc.errors()))
         return problem_response(422, _summary(fields), fields)
 
-    @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return domain_problem(exc)
-
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400:
@@ -192,11 +188,15 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
-        return database_problem(exc, request.method, request.url.path, retry_after_s)
+    async def _service(request: Request, exc: Exception) -> JSONResponse:
+        response = problem_for(exc, request.method, request.url.path, retry_after_s)
+        if response is None:  # not registered for anything else
+            raise exc
+        return response
 
     # Registered per class, so Starlette answers these without re-raising them.
-    for exc_class in DATABASE_ERRORS:
-        app.add_exception_handler(exc_class, _database)
+    service_errors: tuple[type[Exception], ...] = (DomainError, *DATABASE_ERRORS)
+    for exc_class in service_errors:
+        app.add_exception_handler(exc_class, _service)
 
     # Any other exception is a defect: middleware.RequestId answers it with a 500 problem.
