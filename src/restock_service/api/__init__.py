@@ -69,18 +69,15 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     routers = (stock.router, restocks.router, service.router)
     for router in routers:
         app.include_router(router)
-    # Added innermost first: a request meets RequestId, Timing, RequireKey, LimitBody, then
-    # ShortWay, which answers valid requests and hands the rest to FastAPI.
+    # A request meets the Gate (request id, timing, key, body limit), then ShortWay, which
+    # answers valid requests and hands the rest to FastAPI. Added innermost first.
     app.add_middleware(
         routing.ShortWay,
         routes=[route for router in routers for route in router.routes],
         enabled=fast_routes,
         retry_after_s=settings.retry_after_s,
     )
-    app.add_middleware(middleware.LimitBody, limit=settings.max_body_bytes)
-    app.add_middleware(middleware.RequireKey, keys=keys)
-    app.add_middleware(middleware.Timing, metrics=metrics)
-    app.add_middleware(middleware.RequestId)
+    app.add_middleware(middleware.Gate, keys=keys, limit=settings.max_body_bytes, metrics=metrics)
     return app
 
 

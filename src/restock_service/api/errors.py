@@ -199,4 +199,4 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     for exc_class in service_errors:
         app.add_exception_handler(exc_class, _service)
 
-    # Any other exception is a defect: middleware.RequestId answers it with a 500 problem.
+    # Any other exception is a defect: middleware.Gate answers it with a 500 problem.
