@@ -389,3 +389,31 @@ async def test_put_on_oversold_stock_ledgers_the_difference_from_the_negative_qu
     await put_stock(client, "CAP-01", 4)
     assert await quantity(client, "CAP-01") == 4
     assert await ledger(db, "set") == [("CAP-01", 1, None), ("CAP-01", 6, None)]
+
+
+async def test_an_adjustment_may_not_leave_a_quantity_past_two_billion_either_way(
+    client: AsyncClient, db: Database
+) -> None:
+    await put_stock(client, "UP", 1_000_000_000)
+    await put_stock(client, "DOWN", 0)
+    body = {"reason": "棚卸し"}
+
+    up = await client.post("/stock/UP/adjustments", json={**body, "delta": 1_000_000_000})
+    past = await client.post("/stock/UP/adjustments", json={**body, "delta": 1})
+    for _ in range(2):
+        down = await client.post("/stock/DOWN/adjustments", json={**body, "delta": -1_000_000_000})
+    below = await client.post("/stock/DOWN/adjustments", json={**body, "delta": -1})
+
+    assert up.json()["quantity"] == 2_000_000_000
+    assert down.json()["quantity"] == -2_000_000_000
+    for refused in (past, below):
+        assert refused.status_code == 422
+        (error,) = refused.json()["errors"]
+        assert error["field"] == "delta"
+        assert "between -2,000,000,000 and 2,000,000,000" in error["message"]
+    assert await quantities(client, "UP", "DOWN") == {"UP": 2_000_000_000, "DOWN": -2_000_000_000}
+    assert await ledger(db, "adjustment") == [
+        ("UP", 1_000_000_000, None),
+        ("DOWN", -1_000_000_000, None),
+        ("DOWN", -1_000_000_000, None),
+    ]

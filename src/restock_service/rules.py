@@ -220,3 +220,19 @@ def duplicate_problems(
             problems.append(FieldProblem(loc, "appears more than once", value, "duplicate"))
         seen.add(value)
     return problems
+
+
+# What a manual adjustment may leave a sku at, either way (Shopify's bound).
+ADJUSTED_QUANTITY_LIMIT = 2_000_000_000
+
+
+def adjustment_refused(quantity: int, delta: int) -> FieldProblem:
+    """Why adding ``delta`` to ``quantity`` was refused: the quantity would pass the limit
+    (which the adapters check as they write, given as ``limit``)."""
+    after = quantity + delta
+    return FieldProblem(
+        ("delta",),
+        f"would leave the quantity at {after:,} (it is {quantity:,}); an adjustment may "
+        f"leave it between -{ADJUSTED_QUANTITY_LIMIT:,} and {ADJUSTED_QUANTITY_LIMIT:,}",
+        input=delta,
+    )

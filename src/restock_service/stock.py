@@ -5,7 +5,13 @@ from datetime import datetime
 from restock_service import cursors
 from restock_service.errors import Conflict, FieldProblem, InvalidRequest, NotFound
 from restock_service.messages import SyncCode
-from restock_service.rules import SyncDecision, duplicate_problems, order_no_problems
+from restock_service.rules import (
+    ADJUSTED_QUANTITY_LIMIT,
+    SyncDecision,
+    adjustment_refused,
+    duplicate_problems,
+    order_no_problems,
+)
 from restock_service.schemas import (
     AdjustmentIn,
     LineOut,
@@ -42,11 +48,15 @@ async def delete_stock(store: Store, sku: str, now: datetime) -> None:
 async def adjust_stock(store: Store, sku: str, adjustment: AdjustmentIn, now: datetime) -> StockOut:
     """The merchant's manual adjustment (在庫連携で手動調整), written to the ledger."""
     adjusted = await store.adjust_stock(
-        sku, adjustment.delta, adjustment.reason, adjustment.order_no, now
-    )
+        sku, adjustment.delta, adjustment.reason, adjustment.order_no, now,
+        limit=ADJUSTED_QUANTITY_LIMIT,
+    )  # fmt: skip
     if adjusted is None:
         raise NotFound(f"sku {sku!r} is not registered")
-    return adjusted
+    result, done = adjusted
+    if not done:
+        raise InvalidRequest([adjustment_refused(result.quantity, adjustment.delta)])
+    return result
 
 
 # --- sync executions -----------------------------------------------------------------------
