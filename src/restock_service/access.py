@@ -15,10 +15,21 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
-class ApiKeys:
-    """The configured keys as (sha256 digest, role) pairs; no key is kept in clear."""
+class Caller:
+    """Who sent a request: the name of the key it presented, and that key's role."""
 
-    entries: tuple[tuple[bytes, Role], ...]
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeys:
+    """The configured keys as (sha256 digest, caller) pairs; no key is kept in clear.
+
+    A key's name is ``key-`` and the first 8 hex digits of its SHA-256.
+    """
+
+    entries: tuple[tuple[bytes, Caller], ...]
 
     @classmethod
     def parse(cls, raw: str) -> "ApiKeys":
@@ -28,21 +39,26 @@ class ApiKeys:
             key, sep, role = (part.strip() for part in item.rpartition(":"))
             if not sep or not key or role not in Role.__members__.values():
                 raise ValueError(f"entry {position} must look like KEY:writer or KEY:reader")
-            entries.append((_digest(key), Role(role)))
+            digest = _digest(key)
+            entries.append((digest, Caller(f"key-{digest.hex()[:8]}", Role(role))))
         return cls(tuple(entries))
 
     @property
     def enabled(self) -> bool:
         return bool(self.entries)
 
-    def role_of(self, presented: str) -> Role | None:
-        """The role of ``presented``, comparing against every key in constant time."""
+    def caller_of(self, presented: str) -> Caller | None:
+        """Who holds ``presented``, comparing against every key in constant time."""
         digest = _digest(presented)
         found = None
-        for known, role in self.entries:
+        for known, caller in self.entries:
             if hmac.compare_digest(known, digest):
-                found = role
+                found = caller
         return found
+
+    def role_of(self, presented: str) -> Role | None:
+        caller = self.caller_of(presented)
+        return caller.role if caller else None
 
 
 def allows(role: Role, method: str) -> bool:

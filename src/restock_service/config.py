@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    idempotency_ttl_s: int = Field(
+        default=86400, ge=1, description="How long a stored answer is replayed for its key."
+    )
+    idempotency_lock_s: float = Field(
+        default=30.0, gt=0, description="When the claim of a request that never answered lapses."
+    )
+    idempotency_required: bool = Field(
+        default=False, description="Refuse writes without an Idempotency-Key (400)."
+    )
+    idempotency_purge_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each worker removes forgotten keys."
+    )
     graceful_shutdown_s: int = Field(default=30, ge=0)
 
     @field_validator("api_keys")

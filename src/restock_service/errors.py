@@ -1,13 +1,15 @@
 """Domain errors. One handler in the API layer maps each to its HTTP status."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 class DomainError(Exception):
     """Base of the errors a service raises on purpose."""
 
     status = 400
+    headers: ClassVar[Mapping[str, str]] = {}  # sent with the answer (Retry-After, say)
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)

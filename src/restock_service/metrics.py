@@ -47,6 +47,12 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.idempotency = Counter(
+            "restock_idempotent_requests",
+            "Keyed writes not run (again): replayed, mismatch (422), in_flight (409).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "restock_http_request_duration_seconds",
             "Time to answer an HTTP request, by method and route.",

@@ -133,3 +133,19 @@ restock_lines = sa.Table(
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("missing", sa.Boolean, nullable=False),
 )
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.LargeBinary, nullable=False),
+    sa.Column("token", sa.String(32), nullable=False),
+    sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("content_type", sa.String(100), nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)

@@ -1,5 +1,7 @@
 """The HTTP layer: it translates between HTTP and the services, and holds no rules."""
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -9,8 +11,16 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from restock_service import __version__
-from restock_service.api import errors, middleware, restocks, routing, service, stock
+from restock_service import __version__, idempotency
+from restock_service.api import (
+    errors,
+    idempotent,
+    middleware,
+    restocks,
+    routing,
+    service,
+    stock,
+)
 from restock_service.config import Settings
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
@@ -52,9 +62,15 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         # it at every full collection, each a pause of about 50 ms per 100,000 objects.
         gc.collect()
         gc.freeze()
+        purging = asyncio.create_task(
+            idempotency.purge_forever(app.state.store, settings.idempotency_purge_interval_s)
+        )
         try:
             yield
         finally:
+            purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purging
             await app.state.store.close()
 
     app = FastAPI(
@@ -65,24 +81,28 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     )
     app.state.metrics = metrics
     errors.install(app, settings.retry_after_s)
-    app.openapi = lambda: _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     routers = (stock.router, restocks.router, service.router)
     for router in routers:
         app.include_router(router)
-    # A request meets the Gate (request id, timing, key, body limit), then ShortWay, which
-    # answers valid requests and hands the rest to FastAPI. Added innermost first.
+    # A request meets the Gate (request id, timing, key, body limit), Idempotent (keyed
+    # writes), then ShortWay, which answers valid requests and hands the rest to FastAPI.
+    # Added innermost first.
+    routes = [route for router in routers for route in router.routes]
     app.add_middleware(
         routing.ShortWay,
-        routes=[route for router in routers for route in router.routes],
+        routes=routes,
         enabled=fast_routes,
         retry_after_s=settings.retry_after_s,
     )
+    app.add_middleware(idempotent.Idempotent, routes=routes, settings=settings, metrics=metrics)
     app.add_middleware(middleware.Gate, keys=keys, limit=settings.max_body_bytes, metrics=metrics)
     return app
 
 
-def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
-    """The generated document, with error bodies declared as application/problem+json."""
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The generated document, with error bodies declared as application/problem+json and
+    the Idempotency-Key header on every write (it is read before routing)."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title,
@@ -95,12 +115,42 @@ def _openapi_with_problem_media_type(app: FastAPI) -> dict[str, Any]:
         }
         document["security"] = [{"bearer": []}]
         for route, path in document["paths"].items():
-            for operation in path.values():
+            for method, operation in path.items():
                 if route in middleware.OPEN_PATHS:
                     operation["security"] = []
+                if method.upper() in idempotency.WRITE_METHODS:
+                    _declare_idempotency(operation, settings.idempotency_required)
                 for status, response in operation["responses"].items():
                     content = response.get("content", {})
                     if status[0] in "45" and "application/json" in content:
                         response["content"] = {errors.PROBLEM_JSON: content.pop("application/json")}
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _declare_idempotency(operation: dict[str, Any], required: bool) -> None:
+    operation.setdefault("parameters", []).append(
+        {
+            "name": idempotency.HEADER,
+            "in": "header",
+            "required": required,
+            "description": "Makes a retry safe: the same key with the same request gets the "
+            f"first answer again, with `{idempotency.REPLAYED_HEADER}: true`. 1 to 255 visible "
+            "ASCII characters.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+        }
+    )
+    responses = operation["responses"]
+    problem = responses["422"]["content"]
+    responses.setdefault(
+        "400",
+        {"description": f"A malformed or missing `{idempotency.HEADER}`.", "content": problem},
+    )
+    responses.setdefault(
+        "409",
+        {
+            "description": f"A request with this `{idempotency.HEADER}` is still in flight "
+            "(`Retry-After: 1`).",
+            "content": problem,
+        },
+    )

@@ -137,7 +137,7 @@ def domain_problem(exc: DomainError) -> JSONResponse:
             )
             for p in exc.problems
         ]
-    return problem_response(exc.status, exc.detail, fields)
+    return problem_response(exc.status, exc.detail, fields, headers=dict(exc.headers) or None)
 
 
 def database_problem(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse:

@@ -25,6 +25,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
+CALLER = "restock.caller"  # the scope's key for the access.Caller of a request
 _REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -78,7 +79,7 @@ class Gate:
        line of the request carries it, and the answer echoes it;
     2. its timing: counted and timed by route template (``unmatched`` before routing);
     3. the key check, with keys configured: 401 without a valid bearer key, 403 for a
-       reader that writes;
+       reader that writes; the caller is noted in the scope;
     4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it.
 
     One layer, not four nested ones: each layer costs every request a coroutine and a
@@ -136,23 +137,25 @@ class Gate:
             request_id_var.reset(token)
 
     def _refusal(self, scope: Scope) -> Response | None:
-        """The answer that refuses the request from its headers alone, if any."""
+        """The answer that refuses the request from its headers alone, if any. A caller
+        with a valid key is noted in the scope (``CALLER``)."""
         if self.keys.enabled and scope["path"] not in OPEN_PATHS:
             scheme, _, presented = (header(scope, b"authorization") or b"").partition(b" ")
-            role = None
+            caller = None
             if scheme.lower() == b"bearer":
                 try:
-                    role = self.keys.role_of(presented.strip().decode("utf-8"))
+                    caller = self.keys.caller_of(presented.strip().decode("utf-8"))
                 except UnicodeDecodeError:
-                    role = None
-            if role is None:
+                    caller = None
+            if caller is None:
                 return problem_response(
                     401,
                     "send a valid key as `Authorization: Bearer <key>`",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            if not allows(role, scope["method"]):
-                return problem_response(403, f"a {role} key cannot {scope['method']}")
+            if not allows(caller.role, scope["method"]):
+                return problem_response(403, f"a {caller.role} key cannot {scope['method']}")
+            scope[CALLER] = caller
         declared = header(scope, b"content-length")
         if declared is not None and not declared.isdigit():
             return problem_response(400, "Content-Length is not a number")

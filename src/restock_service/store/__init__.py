@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from restock_service.config import Settings
+from restock_service.idempotency import Answer, KeyRow, KeyStore
 from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
 from restock_service.rules import Decision, SyncDecision
 from restock_service.schemas import (
@@ -45,8 +46,12 @@ class PoolFigures:
     idle: int
 
 
-class Store(Protocol):
-    """What the services need from a database. Each write is one unit: all or nothing."""
+class Store(KeyStore, Protocol):
+    """What the services need from a database. Each write is one unit: all or nothing.
+
+    A keyed write (``KeyStore.keyed``) is one unit that encloses the store calls of the
+    request: they run in its transaction (see retry.py).
+    """
 
     settings: Settings
 
@@ -82,9 +87,10 @@ class Store(Protocol):
         """False when the sku is not registered."""
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
-    ) -> StockOut | None:
-        """None when the sku is not registered."""
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+    ) -> tuple[StockOut, bool] | None:
+        """The stock after the adjustment and True; the stock as it stands and False when
+        the quantity would pass ``limit`` either way; None when the sku is not registered."""
 
     async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
         """A page of the sku's ledger; None for a sku that never existed."""
@@ -160,6 +166,20 @@ def _record(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> Re
             resolved_at=utc(resolved_at),
         )
         if resolved_at is not None
+        else None,
+    )
+
+
+def key_row(row: Mapping[Any, Any]) -> KeyRow:
+    """A caller's key as stored: a claim, or an answer."""
+    status, locked_until = row["status"], row["locked_until"]
+    return KeyRow(
+        fingerprint=bytes(row["fingerprint"]),
+        token=row["token"],
+        locked_until=utc(locked_until) if locked_until is not None else None,
+        expires_at=utc(row["expires_at"]),
+        answer=Answer(status, row["content_type"], bytes(row["body"]))
+        if status is not None
         else None,
     )
 

@@ -8,7 +8,7 @@ holds fail as a serialization failure when it does not (see retry.py).
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,17 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
 from restock_service.config import Settings
+from restock_service.idempotency import (
+    Answer,
+    Claim,
+    Done,
+    KeyRow,
+    RolledBack,
+    commit_or_roll_back,
+    run_keyed,
+)
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
-from restock_service.retry import Runner
+from restock_service.retry import Enclosure, Runner, enclosure
 from restock_service.rules import (
     Decision,
     Line,
@@ -40,6 +49,7 @@ from restock_service.schemas import (
 from restock_service.store import (
     LedgerPosition,
     PoolFigures,
+    key_row,
     restock_records,
     sync_execution,
 )
@@ -105,6 +115,9 @@ class PostgresStore:
         """Run the statement ``sql/NAME.sql`` once, as part of a unit."""
         query = statement(name)
         args = query.args(params)
+        outer = enclosure()
+        if outer is not None:  # part of a keyed unit: its transaction
+            return list(await outer.connection.fetch(query.text, *args))
         pool = await self.pool()
         async with pool.acquire() as connection:  # bounded by the unit's deadline
             try:
@@ -267,12 +280,21 @@ class PostgresStore:
         return bool(await self.fetch("stock_delete", sku=sku, now=now))
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
-    ) -> StockOut | None:
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+    ) -> tuple[StockOut, bool] | None:
         rows = await self.fetch(
-            "stock_adjust", sku=sku, delta=delta, note=note, order_no=order_no, now=now
+            "stock_adjust",
+            sku=sku,
+            delta=delta,
+            note=note,
+            order_no=order_no,
+            now=now,
+            limit=limit,
         )
-        return StockOut(**rows[0]) if rows else None
+        if not rows:
+            return None
+        sku_, quantity, updated_at, adjusted = rows[0]
+        return StockOut(sku=sku_, quantity=quantity, updated_at=updated_at), adjusted
 
     async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
         rows = await self.fetch("stock_movements", sku=sku, after_id=after_id, limit=limit)
@@ -323,6 +345,60 @@ class PostgresStore:
 
     async def sync_execution(self, order_no: str) -> SyncExecutionOut | None:
         return sync_execution(await self.fetch("sync_execution", order_no=order_no))
+
+    # --- idempotency keys ------------------------------------------------------------------
+
+    async def claim_key(self, claim: Claim, now: datetime) -> KeyRow | None:
+        for _ in range(3):
+            (row,) = await self.fetch(
+                "key_claim",
+                owner=claim.owner,
+                key=claim.key,
+                fingerprint=claim.fingerprint,
+                token=claim.token,
+                locked_until=claim.locked_until,
+                expires_at=claim.expires_at,
+                now=now,
+            )
+            if row["claimed"]:
+                return None
+            if row["token"] is not None:
+                return key_row(row)
+        raise RuntimeError(f"idempotency key {claim.key!r} neither claimed nor held")
+
+    async def keyed(self, claim: Claim, work: Callable[[], Awaitable[Answer]]) -> Done | None:
+        """The request and its answer in one transaction (the one place the PostgreSQL
+        store opens one): BEGIN, its statements, key_answer.sql, COMMIT."""
+
+        async def unit(inside: Enclosure) -> Answer:
+            pool = await self.pool()
+            async with pool.acquire() as connection, connection.transaction():
+                inside.connection = connection
+                answer = await work()
+                commit_or_roll_back(inside, answer)
+                stored = await self._fetch_once(
+                    "key_answer",
+                    {
+                        "owner": claim.owner,
+                        "key": claim.key,
+                        "token": claim.token,
+                        "status": answer.status,
+                        "content_type": answer.content_type,
+                        "body": answer.body,
+                    },
+                )
+                if not stored:
+                    raise RolledBack(None)
+                return answer
+
+        return await run_keyed(self._runner, _sqlstate, unit)
+
+    async def release_key(self, claim: Claim) -> None:
+        await self.fetch("key_release", owner=claim.owner, key=claim.key, token=claim.token)
+
+    async def purge_keys(self, now: datetime, limit: int) -> int:
+        ((removed,),) = await self.fetch("key_purge", now=now, limit=limit)
+        return int(removed)
 
     # --- the service -----------------------------------------------------------------------
 

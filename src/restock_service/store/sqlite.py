@@ -18,9 +18,20 @@ from sqlalchemy.pool import QueuePool
 
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
+from restock_service.idempotency import (
+    Answer,
+    Claim,
+    Done,
+    KeyRow,
+    KeyState,
+    RolledBack,
+    commit_or_roll_back,
+    run_keyed,
+    state_of,
+)
 from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus, SyncCode
 from restock_service.migrations import current_revision
-from restock_service.retry import Runner
+from restock_service.retry import Enclosure, Runner, enclosure
 from restock_service.rules import (
     Decision,
     Line,
@@ -42,11 +53,13 @@ from restock_service.schemas import (
 from restock_service.store import (
     LedgerPosition,
     PoolFigures,
+    key_row,
     restock_records,
     sync_execution,
 )
 from restock_service.tables import (
     UTCDateTime,
+    idempotency_keys,
     restock_lines,
     restocks,
     stock,
@@ -82,7 +95,10 @@ class SqliteStore:
         )
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one write transaction."""
+        """Run ``work`` in one write transaction (a keyed unit's, inside one)."""
+        outer = enclosure()
+        if outer is not None:
+            return await self._runner.run(lambda: work(outer.connection), _sqlstate)
 
         async def unit() -> T:
             async with self._write_lock, self.engine.begin() as conn:
@@ -91,7 +107,10 @@ class SqliteStore:
         return await self._runner.run(unit, _sqlstate)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one read transaction."""
+        """Run ``work`` in one read transaction (a keyed unit's, inside one)."""
+        outer = enclosure()
+        if outer is not None:
+            return await self._runner.run(lambda: work(outer.connection), _sqlstate)
 
         async def unit() -> T:
             async with self._reader.begin() as conn:
@@ -233,21 +252,24 @@ class SqliteStore:
         return await self.write(work)
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime
-    ) -> StockOut | None:
-        async def work(conn: AsyncConnection) -> StockOut | None:
-            after = (
+        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+    ) -> tuple[StockOut, bool] | None:
+        async def work(conn: AsyncConnection) -> tuple[StockOut, bool] | None:
+            row = (
                 await conn.execute(
-                    sa.update(stock)
-                    .where(stock.c.sku == sku)
-                    .values(quantity=stock.c.quantity + delta, updated_at=now)
-                    .returning(stock.c.quantity)
+                    sa.select(stock.c.quantity, stock.c.updated_at).where(stock.c.sku == sku)
                 )
-            ).scalar_one_or_none()
-            if after is None:
+            ).first()
+            if row is None:
                 return None
+            if abs(row.quantity + delta) > limit:
+                return StockOut(sku=sku, quantity=row.quantity, updated_at=row.updated_at), False
+            after = row.quantity + delta
+            await conn.execute(
+                sa.update(stock).where(stock.c.sku == sku).values(quantity=after, updated_at=now)
+            )
             await _ledger(conn, sku, delta, after, "adjustment", now, order_no, note)
-            return StockOut(sku=sku, quantity=after, updated_at=now)
+            return StockOut(sku=sku, quantity=after, updated_at=now), True
 
         return await self.write(work)
 
@@ -379,6 +401,105 @@ class SqliteStore:
             return sync_execution(rows.mappings().all())
 
         return await self.read(work)
+
+    # --- idempotency keys ------------------------------------------------------------------
+
+    async def claim_key(self, claim: Claim, now: datetime) -> KeyRow | None:
+        async def work(conn: AsyncConnection) -> KeyRow | None:
+            k = idempotency_keys
+            held = (
+                (
+                    await conn.execute(
+                        sa.select(k).where(k.c.owner == claim.owner, k.c.key == claim.key)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            row = key_row(held) if held is not None else None
+            if state_of(row, now) is not KeyState.FREE:
+                return row
+            taken = {
+                "fingerprint": claim.fingerprint,
+                "token": claim.token,
+                "locked_until": claim.locked_until,
+                "status": None,
+                "content_type": None,
+                "body": None,
+                "created_at": now,
+                "expires_at": claim.expires_at,
+            }
+            await conn.execute(
+                insert(k)
+                .values(owner=claim.owner, key=claim.key, **taken)
+                .on_conflict_do_update(index_elements=[k.c.owner, k.c.key], set_=taken)
+            )
+            return None
+
+        return await self.write(work)
+
+    async def keyed(self, claim: Claim, work: Callable[[], Awaitable[Answer]]) -> Done | None:
+        """The request and its answer in one write transaction, which holds the write lock
+        from the request's first statement to the answer's commit."""
+        k = idempotency_keys
+
+        async def unit(inside: Enclosure) -> Answer:
+            async with self._write_lock, self.engine.begin() as conn:
+                inside.connection = conn
+                answer = await work()
+                commit_or_roll_back(inside, answer)
+                stored = await conn.execute(
+                    sa.update(k)
+                    .where(
+                        k.c.owner == claim.owner,
+                        k.c.key == claim.key,
+                        k.c.token == claim.token,
+                        k.c.status.is_(None),
+                    )
+                    .values(
+                        status=answer.status,
+                        content_type=answer.content_type,
+                        body=answer.body,
+                        locked_until=None,
+                    )
+                )
+                if stored.rowcount != 1:
+                    raise RolledBack(None)
+                return answer
+
+        return await run_keyed(self._runner, _sqlstate, unit)
+
+    async def release_key(self, claim: Claim) -> None:
+        k = idempotency_keys
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                sa.delete(k).where(
+                    k.c.owner == claim.owner,
+                    k.c.key == claim.key,
+                    k.c.token == claim.token,
+                    k.c.status.is_(None),
+                )
+            )
+
+        await self.write(work)
+
+    async def purge_keys(self, now: datetime, limit: int) -> int:
+        k = idempotency_keys
+
+        async def work(conn: AsyncConnection) -> int:
+            oldest = (
+                sa.select(k.c.owner, k.c.key)
+                .where(k.c.expires_at <= now)
+                .order_by(k.c.expires_at)
+                .limit(limit)
+            )
+            removed = await conn.execute(
+                sa.delete(k).where(sa.tuple_(k.c.owner, k.c.key).in_(oldest))
+            )
+            return int(removed.rowcount)
+
+        return await self.write(work)
 
     # --- the service -----------------------------------------------------------------------
 
