@@ -1,8 +1,10 @@
-"""RestockClient against a mocked service (respx): typed answers, retries, recovery of lost answers.
+"""RestockClient against a mocked service (respx): typed answers, retries, idempotency keys.
 
 The bodies are the service's own shapes, built from restock_service.messages; no server runs.
+tests/test_client_keys.py runs the client against the real service, losing its answers.
 """
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -23,12 +25,12 @@ from restock_service.client import (
     RestockRequestError,
     RestockResponseError,
     RestockUnavailable,
+    StockLevel,
     parse_retry_after,
 )
 from restock_service.messages import (
     FAILURES_HEADER,
     MESSAGE,
-    NO_SUCCEEDED_CANCEL,
     OUTCOME,
     Code,
     Mall,
@@ -44,6 +46,8 @@ ORDER_B = "354396-20260525-0036329795"
 ORDER_C = "354396-20260525-0036329796"
 LINES = [{"sku": "TSHIRT-RED-M", "quantity": 2}, {"sku": "CAP-01", "quantity": 1}]
 PROBLEM_JSON = {"content-type": "application/problem+json"}
+REPLAYED = {"Idempotent-Replayed": "true"}
+KEY = "Idempotency-Key"
 
 
 # --- the service's bodies ------------------------------------------------------------------
@@ -104,6 +108,20 @@ def unavailable(retry_after: str | None = "2") -> httpx.Response:
         json=problem(503, "Service Unavailable", "the database cannot be reached; retry later"),
         headers={**PROBLEM_JSON, **({"Retry-After": retry_after} if retry_after else {})},
     )
+
+
+def in_flight() -> httpx.Response:
+    """The service's 409 for a key whose first request is still being processed."""
+    return httpx.Response(
+        409,
+        json=problem(409, "Conflict", "a request with this Idempotency-Key is still in flight"),
+        headers={**PROBLEM_JSON, "Retry-After": "1"},
+    )
+
+
+def stock(sku: str = "TSHIRT-RED-M", quantity: int = 8) -> dict[str, Any]:
+    """A 200 answer to POST /stock/{sku}/adjustments."""
+    return {"sku": sku, "quantity": quantity, "updated_at": "2026-05-25T01:00:00Z"}
 
 
 RESTORED_A = batch([result(ORDER_A, Code.RESTORED, LINES)], [restored_count_line(1)])
@@ -192,11 +210,11 @@ async def test_success_first_try_gives_typed_results(
     assert (got.counts.success, got.counts.skip, got.counts.fail) == (1, 1, 1)
     assert got.request_id == "req-1"
     assert got.attempts == 1
+    assert got.replayed is False
     a, b, c_ = got.results
     assert a.code is Code.RESTORED and a.outcome is Outcome.SUCCESS
     assert a.message == MESSAGE[Code.RESTORED]
     assert a.items == [Line("TSHIRT-RED-M", 2), Line("CAP-01", 1)]
-    assert a.recovered is False
     assert b.code is Code.MALL_CANCEL_FAILED and b.outcome is Outcome.SKIP and b.items == []
     assert c_.code is Code.PRODUCT_NOT_FOUND and c_.outcome is Outcome.FAIL
     assert c_.missing_skus == ["CAP-01"]
@@ -277,7 +295,7 @@ async def test_retries_a_connect_error(service: respx.MockRouter, sleep: FakeSle
     assert route.call_count == 2
     assert sleep.delays == [0.2]
     assert got.attempts == 2
-    assert got.results[0].code is Code.RESTORED and got.results[0].recovered is False
+    assert got.results[0].code is Code.RESTORED
     assert got.messages == [restored_count_line(1)]
 
 
@@ -289,7 +307,7 @@ async def test_retries_a_read_timeout(service: respx.MockRouter, sleep: FakeSlee
         got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
     assert route.call_count == 2
     assert got.results[0].code is Code.RESTORED
-    assert got.results[0].recovered is False  # restored by the retry itself: nothing to recover
+    assert got.replayed is False  # processed by the retry itself
     assert got.results[0].items == [Line("TSHIRT-RED-M", 2), Line("CAP-01", 1)]
 
 
@@ -478,6 +496,7 @@ async def test_exhausted_after_a_lost_answer_says_the_outcome_is_unknown(
             await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
     assert caught.value.outcome_unknown is True
     assert caught.value.status == 503 and caught.value.retry_after == 1
+    assert caught.value.idempotency_key  # to send the call again and get its first answer
 
 
 async def test_a_retry_after_beyond_the_limit_gives_up_at_once(
@@ -492,132 +511,261 @@ async def test_a_retry_after_beyond_the_limit_gives_up_at_once(
     assert caught.value.retry_after == 3600
 
 
-# --- a lost answer -------------------------------------------------------------------------
+# --- a lost answer and idempotency keys ----------------------------------------------------
 
 
-async def test_already_restored_after_a_lost_answer_is_reported_restored(
+async def test_one_idempotency_key_for_every_attempt_of_a_call(
     service: respx.MockRouter, sleep: FakeSleep
 ) -> None:
-    """The first attempt restored the order but its answer was lost; the retry sees a repeat."""
+    route = service.post("/restocks").mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            unavailable("1"),
+            httpx.ReadTimeout("answer lost"),
+            httpx.Response(200, json=RESTORED_A, headers=REPLAYED),
+        ]
+    )
+    async with client(sleep) as c:
+        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+    keys = [call.request.headers[KEY] for call in route.calls]
+    assert len(keys) == 4
+    assert set(keys) == {got.idempotency_key}
+    assert re.fullmatch(r"[0-9a-f]{32}", got.idempotency_key)
+    bodies = {call.request.content for call in route.calls}
+    assert len(bodies) == 1  # the same bytes each time, or the service would refuse the key
+
+
+async def test_each_call_gets_a_fresh_key(service: respx.MockRouter, sleep: FakeSleep) -> None:
+    restocks = service.post("/restocks").mock(return_value=httpx.Response(200, json=RESTORED_A))
+    adjusts = service.post("/stock/TSHIRT-RED-M/adjustments").mock(
+        return_value=httpx.Response(200, json=stock())
+    )
+    async with client(sleep) as c:
+        first = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+        second = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+        third = await c.adjust("TSHIRT-RED-M", 1, "棚卸し")
+        fourth = await c.adjust("TSHIRT-RED-M", 1, "棚卸し")
+    sent = [call.request.headers[KEY] for call in [*restocks.calls, *adjusts.calls]]
+    assert sent == [r.idempotency_key for r in (first, second, third, fourth)]
+    assert len(set(sent)) == 4
+
+
+async def test_a_given_idempotency_key_is_used_as_is(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    restocks = service.post("/restocks").mock(
+        side_effect=[httpx.ReadError("reset"), httpx.Response(200, json=RESTORED_A)]
+    )
+    adjusts = service.post("/stock/TSHIRT-RED-M/adjustments").mock(
+        return_value=httpx.Response(200, json=stock())
+    )
+    async with client(sleep) as c:
+        got = await c.restock(
+            "rakuten", [OrderCancel(ORDER_A, True)], idempotency_key="cancel-354396-1"
+        )
+        level = await c.adjust("TSHIRT-RED-M", 1, "棚卸し", idempotency_key="adjust-1")
+    assert [call.request.headers[KEY] for call in restocks.calls] == ["cancel-354396-1"] * 2
+    assert got.idempotency_key == "cancel-354396-1"
+    assert adjusts.calls[0].request.headers[KEY] == "adjust-1"
+    assert level.idempotency_key == "adjust-1"
+
+
+async def test_a_replayed_answer_after_a_lost_one_is_returned_as_it_is(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    """The first attempt restored the order and its answer was lost: the retry gets it back."""
+    post = service.post("/restocks").mock(
+        side_effect=[
+            httpx.ReadTimeout("answer lost"),
+            httpx.Response(200, json=RESTORED_A, headers=REPLAYED),
+        ]
+    )
+    get = service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=record()))
+    async with client(sleep) as c:
+        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+    assert post.call_count == 2
+    assert get.call_count == 0  # nothing is read back: the answer is the first one
+    assert got.replayed is True and got.attempts == 2
+    (a,) = got.results
+    assert (a.code, a.outcome, a.message) == (
+        Code.RESTORED,
+        Outcome.SUCCESS,
+        MESSAGE[Code.RESTORED],
+    )
+    assert a.items == [Line("TSHIRT-RED-M", 2), Line("CAP-01", 1)]
+    assert (got.counts.success, got.counts.skip, got.counts.fail) == (1, 0, 0)
+    assert got.messages == [restored_count_line(1)]
+
+
+async def test_an_already_restored_answer_is_never_relabelled(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    """Even after a lost answer: the service's answer to this call's key is the truth."""
     post = service.post("/restocks").mock(
         side_effect=[httpx.ReadTimeout("answer lost"), httpx.Response(200, json=ALREADY_A)]
     )
     get = service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=record()))
     async with client(sleep) as c:
-        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)], request_id="req-lost")
-
+        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
     assert post.call_count == 2
-    assert get.call_count == 1
-    assert get.calls[0].request.headers["X-Request-ID"] == "req-lost"
-    (a,) = got.results
-    assert a.code is Code.RESTORED
-    assert a.outcome is Outcome.SUCCESS
-    assert a.message == MESSAGE[Code.RESTORED]
-    assert a.recovered is True
-    assert a.items == [Line("TSHIRT-RED-M", 2), Line("CAP-01", 1)]
-    assert a.missing_skus == []
-    assert (got.counts.success, got.counts.skip, got.counts.fail) == (1, 0, 0)
-    assert got.messages == [restored_count_line(1)]
-
-
-async def test_recovery_in_a_mixed_batch(service: respx.MockRouter, sleep: FakeSleep) -> None:
-    """Only the already_restored orders change; the messages follow the contract's order."""
-    retry = batch(
-        [
-            result(ORDER_A, Code.ALREADY_RESTORED),
-            result(ORDER_B, Code.MALL_CANCEL_FAILED),
-            result(ORDER_C, Code.PREVIOUSLY_FAILED, LINES),
-        ],
-        [MESSAGE[Code.ALREADY_RESTORED]],
-    )
-    service.post("/restocks").mock(
-        side_effect=[
-            httpx.RemoteProtocolError("server disconnected"),
-            unavailable("1"),
-            httpx.Response(200, json=retry),
-        ]
-    )
-    service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=record()))
-    async with client(sleep) as c:
-        got = await c.restock(
-            "rakuten",
-            [OrderCancel(ORDER_A, True), OrderCancel(ORDER_B, False), OrderCancel(ORDER_C, True)],
-        )
-    assert sleep.delays == [0.2, 1]
-    assert got.attempts == 3
-    assert [(r.code, r.recovered) for r in got.results] == [
-        (Code.RESTORED, True),
-        (Code.MALL_CANCEL_FAILED, False),
-        (Code.PREVIOUSLY_FAILED, False),
-    ]
-    assert (got.counts.success, got.counts.skip, got.counts.fail) == (1, 2, 0)
-    assert got.messages == [restored_count_line(1)]
-
-
-async def test_recovered_order_keeps_empty_items_when_its_record_cannot_be_read(
-    service: respx.MockRouter, sleep: FakeSleep
-) -> None:
-    service.post("/restocks").mock(
-        side_effect=[httpx.ReadTimeout("answer lost"), httpx.Response(200, json=ALREADY_A)]
-    )
-    get = service.get(f"/restocks/{ORDER_A}").mock(return_value=unavailable("1"))
-    async with client(sleep, max_attempts=2) as c:
-        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
-    assert get.call_count == 2
-    (a,) = got.results
-    assert (a.code, a.recovered, a.items) == (Code.RESTORED, True, [])
-    assert got.messages == [restored_count_line(1)]
-
-
-async def test_a_genuine_repeat_stays_already_restored(
-    service: respx.MockRouter, sleep: FakeSleep
-) -> None:
-    post = service.post("/restocks").mock(return_value=httpx.Response(200, json=ALREADY_A))
-    get = service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=record()))
-    async with client(sleep) as c:
-        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
-    assert post.call_count == 1
     assert get.call_count == 0
+    assert got.replayed is False
     (a,) = got.results
-    assert (a.code, a.outcome, a.recovered) == (Code.ALREADY_RESTORED, Outcome.SKIP, False)
-    assert a.message == MESSAGE[Code.ALREADY_RESTORED]
+    assert (a.code, a.outcome, a.items) == (Code.ALREADY_RESTORED, Outcome.SKIP, [])
     assert (got.counts.success, got.counts.skip) == (0, 1)
     assert got.messages == [MESSAGE[Code.ALREADY_RESTORED]]
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        pytest.param(httpx.ConnectError("refused"), id="connect-error"),
-        pytest.param(httpx.ConnectTimeout("no connection"), id="connect-timeout"),
-        pytest.param(unavailable("1"), id="503"),
-    ],
-)
-async def test_a_repeat_after_a_failure_before_the_server_acted_stays_already_restored(
-    service: respx.MockRouter, sleep: FakeSleep, first: Any
-) -> None:
-    """No byte reached the server, or it said that nothing changed: the repeat is genuine."""
-    service.post("/restocks").mock(side_effect=[first, httpx.Response(200, json=ALREADY_A)])
-    get = service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=record()))
-    async with client(sleep) as c:
-        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
-    assert got.attempts == 2
-    assert get.call_count == 0
-    assert got.results[0].code is Code.ALREADY_RESTORED
-    assert got.results[0].recovered is False
-
-
-async def test_no_cancel_succeeded_needs_no_recovery(
+async def test_a_keyed_409_in_flight_is_retried_and_its_replay_returned(
     service: respx.MockRouter, sleep: FakeSleep
 ) -> None:
-    body = batch([result(ORDER_A, Code.MALL_CANCEL_FAILED)], [NO_SUCCEEDED_CANCEL])
-    service.post("/restocks").mock(
-        side_effect=[httpx.ReadTimeout("lost"), httpx.Response(200, json=body)]
+    """The retry arrives while the lost attempt is still being processed."""
+    route = service.post("/restocks").mock(
+        side_effect=[
+            httpx.ReadTimeout("answer lost"),
+            in_flight(),
+            httpx.Response(200, json=RESTORED_A, headers=REPLAYED),
+        ]
     )
     async with client(sleep) as c:
-        got = await c.restock("rakuten", [OrderCancel(ORDER_A, False)])
-    assert got.messages == [NO_SUCCEEDED_CANCEL]
-    assert got.results[0].recovered is False
+        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+    assert route.call_count == 3
+    assert sleep.delays == [0.2, 1]  # backoff after the lost answer, then the Retry-After
+    assert len({call.request.headers[KEY] for call in route.calls}) == 1
+    assert got.replayed is True and got.attempts == 3
+    assert got.results[0].code is Code.RESTORED
+
+
+async def test_a_409_without_retry_after_is_not_retried(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    route = service.post("/restocks").mock(
+        return_value=httpx.Response(
+            409, json=problem(409, "Conflict", "not the answer to retry"), headers=PROBLEM_JSON
+        )
+    )
+    async with client(sleep) as c:
+        with pytest.raises(RestockRequestError) as caught:
+            await c.restock("rakuten", [OrderCancel(ORDER_A, True)], idempotency_key="k-409")
+    assert route.call_count == 1
+    assert sleep.delays == []
+    assert caught.value.status == 409
+    assert caught.value.idempotency_key == "k-409"
+
+
+async def test_409s_in_flight_exhaust_the_attempts(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    route = service.post("/restocks").mock(return_value=in_flight())
+    async with client(sleep, max_attempts=3) as c:
+        with pytest.raises(RestockUnavailable) as caught:
+            await c.restock("rakuten", [OrderCancel(ORDER_A, True)], idempotency_key="busy")
+    assert route.call_count == 3
+    assert sleep.delays == [1, 1]
+    err = caught.value
+    assert err.status == 409 and err.retry_after == 1 and err.attempts == 3
+    assert err.idempotency_key == "busy"
+    assert err.outcome_unknown is False
+
+
+async def test_a_read_sends_no_idempotency_key(service: respx.MockRouter, sleep: FakeSleep) -> None:
+    route = service.get(f"/restocks/{ORDER_A}").mock(
+        side_effect=[in_flight(), httpx.Response(200, json=record())]
+    )
+    async with client(sleep) as c:
+        with pytest.raises(RestockRequestError):  # a 409 to an unkeyed call is not "in flight"
+            await c.get_restock(ORDER_A)
+    assert route.call_count == 1
+    assert KEY not in route.calls[0].request.headers
+
+
+# --- adjust --------------------------------------------------------------------------------
+
+
+async def test_adjust_sends_its_body_to_the_skus_path_and_gives_a_typed_result(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    route = service.post("/stock/TSHIRT-RED-M/adjustments").mock(
+        return_value=httpx.Response(200, json=stock(quantity=8))
+    )
+    async with client(sleep, api_key="secret-key") as c:
+        got = await c.adjust("TSHIRT-RED-M", -2, "棚卸し", ORDER_A, request_id="req-adj")
+        plain = await c.adjust("TSHIRT-RED-M", 3, "入荷")
+    first, second = (call.request for call in route.calls)
+    assert first.method == "POST"
+    assert httpx.Response(200, content=first.content).json() == {
+        "delta": -2,
+        "reason": "棚卸し",
+        "order_no": ORDER_A,
+    }
+    assert httpx.Response(200, content=second.content).json() == {"delta": 3, "reason": "入荷"}
+    assert first.headers["X-Request-ID"] == "req-adj"
+    assert first.headers["Authorization"] == "Bearer secret-key"
+    assert first.headers[KEY] == got.idempotency_key
+    assert isinstance(got, StockLevel)
+    assert (got.sku, got.quantity) == ("TSHIRT-RED-M", 8)
+    assert got.updated_at == datetime(2026, 5, 25, 1, tzinfo=UTC)
+    assert (got.request_id, got.attempts, got.replayed) == ("req-adj", 1, False)
+    assert plain.idempotency_key != got.idempotency_key
+
+
+async def test_adjust_quotes_the_sku_in_the_path(sleep: FakeSleep) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=stock("A&B", 1))
+
+    async with client(sleep, transport=httpx.MockTransport(handler)) as c:
+        got = await c.adjust("A&B", 1, "棚卸し")
+    assert seen[0].url.raw_path == b"/stock/A%26B/adjustments"
+    assert got.sku == "A&B"
+
+
+async def test_adjust_after_a_lost_answer_returns_the_replayed_first_answer(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    route = service.post("/stock/TSHIRT-RED-M/adjustments").mock(
+        side_effect=[
+            httpx.ReadError("answer lost"),
+            httpx.Response(200, json=stock(quantity=8), headers=REPLAYED),
+        ]
+    )
+    async with client(sleep) as c:
+        got = await c.adjust("TSHIRT-RED-M", -2, "棚卸し")
+    assert route.call_count == 2
+    assert len({call.request.headers[KEY] for call in route.calls}) == 1
+    assert (got.quantity, got.replayed, got.attempts) == (8, True, 2)
+
+
+@pytest.mark.parametrize(
+    ("status", "detail"),
+    [(404, "no stock is registered for sku NOPE"), (422, "delta: must not be 0")],
+)
+async def test_adjust_refusals_raise_request_errors(
+    service: respx.MockRouter, sleep: FakeSleep, status: int, detail: str
+) -> None:
+    title = {404: "Not Found", 422: "Unprocessable Content"}[status]
+    route = service.post("/stock/NOPE/adjustments").mock(
+        return_value=httpx.Response(
+            status, json=problem(status, title, detail), headers=PROBLEM_JSON
+        )
+    )
+    async with client(sleep) as c:
+        with pytest.raises(RestockRequestError) as caught:
+            await c.adjust("NOPE", 0, "棚卸し")
+    assert route.call_count == 1
+    assert caught.value.status == status and caught.value.detail == detail
+    assert caught.value.idempotency_key == route.calls[0].request.headers[KEY]
+
+
+async def test_adjust_with_a_body_of_the_wrong_shape_is_an_error(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    service.post("/stock/A/adjustments").mock(return_value=httpx.Response(200, json={"sku": "A"}))
+    async with client(sleep) as c:
+        with pytest.raises(RestockResponseError):
+            await c.adjust("A", 1, "棚卸し")
 
 
 # --- headers -------------------------------------------------------------------------------

@@ -1,21 +1,17 @@
-"""An async HTTP client for the restock service, with retries that keep restocks exactly-once.
+"""An async HTTP client for the restock service, with retries that take effect once.
 
-Restocks are idempotent per order: the service restores an order at most once and answers
-``already_restored`` when the same order arrives again. That makes a cancel batch safe to
-send again after a timeout, a dropped connection or a 503, and this client does so by
-itself, with exponential backoff (honouring ``Retry-After``) and one ``X-Request-ID`` for
-every attempt of a call.
+Every write this client sends carries an ``Idempotency-Key`` (contract v1.2): one fresh key
+per logical call, the same key on each of its attempts, next to one ``X-Request-ID``. The
+service stores a write's answer with its effect and answers a retry with the same key by
+replaying that first answer, byte for byte (``Idempotent-Replayed: true``). That makes a
+call safe to send again after a timeout, a dropped connection or a 503, and this client does
+so by itself, with exponential backoff (honouring ``Retry-After``).
 
-Retrying has one visible side effect, which the client undoes. When an attempt ends
-without an answer *after it may have reached the server* (a read timeout, a connection
-reset), the server may have restored the orders and only the answer was lost. The retry
-then finds those orders recorded and answers ``already_restored`` for them, although it
-was this very call that restored them. Reported as such, the merchant would read
-"skipped, already synced" for an order whose stock this action just put back. So when a
-call had such an attempt, every ``already_restored`` of its final answer is reported as
-``restored`` (``recovered=True``), with its lines read back from ``GET /restocks/{order_no}``
-and the batch counts and messages recomputed by the service's own rules
-(:func:`restock_service.rules.batch_messages`). See :meth:`RestockClient.restock`.
+So when an attempt restored the orders and only its answer was lost, the retry gets that
+first answer back, ``restored`` with its lines, and the client returns it as it is
+(``replayed=True``): there is nothing to guess and nothing to relabel. While the first
+attempt is still being processed, the service answers the retry 409 with ``Retry-After``;
+the client waits and asks again. See :meth:`RestockClient.restock`.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -36,9 +32,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from restock_service.messages import MESSAGE, OUTCOME, Code, Mall, Outcome, RestockStatus
-from restock_service.rules import Decision, Line, OrderResult, batch_messages
-from restock_service.schemas import RestockBatchOut, RestockRecordOut, RestockResultOut
+from restock_service.messages import Code, Mall, Outcome, RestockStatus
+from restock_service.rules import Line
+from restock_service.schemas import RestockBatchOut, RestockRecordOut, RestockResultOut, StockOut
 
 __all__ = [
     "Counts",
@@ -55,12 +51,15 @@ __all__ = [
     "RestockRequestError",
     "RestockResponseError",
     "RestockUnavailable",
+    "StockLevel",
     "parse_retry_after",
 ]
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 DEFAULT_TIMEOUT_S = 10.0
 
 # Failures after which the request may have reached the server (and been applied): the
@@ -79,7 +78,7 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 Sleep = Callable[[float], Awaitable[object]]
-_M = TypeVar("_M", RestockBatchOut, RestockRecordOut)
+_M = TypeVar("_M", RestockBatchOut, RestockRecordOut, StockOut)
 
 
 # --- requests and answers ----------------------------------------------------------------
@@ -115,7 +114,7 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class OrderOutcome:
-    """What happened to one order (``recovered``: restored by a lost earlier attempt)."""
+    """What happened to one order."""
 
     order_no: str
     code: Code
@@ -123,12 +122,15 @@ class OrderOutcome:
     message: str
     items: list[Line]
     missing_skus: list[str]
-    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RestockBatch:
-    """The answer to a cancel batch, as ``POST /restocks`` gives it (after recovery)."""
+    """The answer to a cancel batch, as ``POST /restocks`` gave it the first time.
+
+    ``idempotency_key`` is the key every attempt of the call carried; ``replayed`` is True
+    when the answer is the service's replay of an earlier attempt's (whose answer was lost).
+    """
 
     mall: Mall
     counts: Counts
@@ -136,6 +138,22 @@ class RestockBatch:
     messages: list[str]
     request_id: str = ""
     attempts: int = 1
+    idempotency_key: str = ""
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """A sku's stock after a manual adjustment, as ``POST /stock/{sku}/adjustments`` gave it
+    the first time (``idempotency_key`` and ``replayed`` as on :class:`RestockBatch`)."""
+
+    sku: str
+    quantity: int
+    updated_at: datetime
+    request_id: str = ""
+    attempts: int = 1
+    idempotency_key: str = ""
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +207,7 @@ class RestockError(Exception):
         problem: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         attempts: int = 1,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -196,6 +215,7 @@ class RestockError(Exception):
         self.errors: list[FieldError] = _field_errors(problem)
         self.request_id = request_id
         self.attempts = attempts
+        self.idempotency_key = idempotency_key
 
     @property
     def detail(self) -> str | None:
@@ -213,11 +233,13 @@ class RestockAuthError(RestockRequestError):
 
 
 class RestockUnavailable(RestockError):
-    """The service did not answer usefully within ``max_attempts`` (503s or transport errors).
+    """The service did not answer usefully within ``max_attempts`` (503s, 409s "still in
+    flight" or transport errors).
 
     ``retry_after`` is the last delay the service asked for, if any. ``outcome_unknown``
-    is True when an attempt may have reached the server and been applied; sending the same
-    batch again is safe either way.
+    is True when an attempt may have reached the server and been applied, its answer lost.
+    Sending the call again with ``idempotency_key=err.idempotency_key`` is safe either way:
+    it gets the first answer, if there was one, and takes effect otherwise.
     """
 
     def __init__(
@@ -246,9 +268,16 @@ class _Answer:
     attempts: int
     outcome_unknown: bool = field(default=False)
 
+    @property
+    def replayed(self) -> bool:
+        """Whether the service replayed a stored answer (to an earlier attempt's key)."""
+        value: str = self.response.headers.get(REPLAYED_HEADER, "")
+        return value.strip().lower() == "true"
+
 
 class RestockClient:
-    """Async client for the restock service's ``/restocks`` calls, with safe retries.
+    """Async client for the restock service's ``/restocks`` and adjustment calls, with safe
+    retries.
 
     ``timeout`` applies per attempt. A call makes at most ``max_attempts`` attempts; between
     them it waits ``Retry-After`` when the service sent one (up to ``max_retry_after``
@@ -316,40 +345,38 @@ class RestockClient:
         orders: Sequence[OrderCancel | Mapping[str, Any]],
         restore_stock: bool = True,
         request_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> RestockBatch:
         """Send a cancel batch (``POST /restocks``) and return each order's outcome.
 
-        Retries timeouts, transport errors and 503s; raises :class:`RestockRequestError`
-        (4xx, no retry), :class:`RestockUnavailable` (attempts exhausted) or
-        :class:`RestockResponseError`.
+        Retries timeouts, transport errors, 503s and "still in flight" 409s; raises
+        :class:`RestockRequestError` (4xx, no retry), :class:`RestockUnavailable` (attempts
+        exhausted) or :class:`RestockResponseError`.
 
-        Recovery of lost answers: if an attempt of this call ended without an answer after
-        the request may have reached the server (read/write timeout, read error, connection
-        closed mid-answer), that attempt may have restored orders. A later attempt then gets
-        ``already_restored`` for them, and the client reports each such order as
-        ``restored`` with ``recovered=True``: this call is what restored it (the service's
-        record of the order is the proof that it is restored; the only other possibility,
-        that the order was restored before this call began and the lost attempt never
-        reached the server, cannot be told apart from the answer and is the rare one).
-        Its lines are read with ``GET /restocks/{order_no}``, so the result looks like a
-        first-time ``restored``; if that read fails the order keeps ``items == []`` (a
-        restored order always has lines, so an empty list means "not known"). Counts and
-        messages are then recomputed with the service's own rules. Failures that happen
-        before the request is sent (connect errors, pool timeouts) and the service's 503
-        (which changes nothing) do not trigger this; without such an attempt an
-        ``already_restored`` answer is a genuine repeat and is reported as it is.
+        Every attempt carries the same ``Idempotency-Key``: ``idempotency_key`` when given
+        (to resend a call that ended in :class:`RestockUnavailable`), otherwise a fresh one
+        for this call. Retrying is therefore safe, and exact: if an attempt restored orders
+        and only its answer was lost (a read timeout, a dropped connection), the service
+        answers the retry with that first answer, ``restored`` with its lines, and the
+        result is that answer as it is, with ``replayed=True``. Without the key the retry
+        would have read ``already_restored``, the answer to a repeat, for orders this very
+        call restored. An ``already_restored`` in the result is therefore a genuine repeat:
+        the order was restored by another call. A key names one request: sent again with
+        another batch, it is refused (422).
         """
+        key = _new_key() if idempotency_key is None else idempotency_key
         rid = request_id or uuid.uuid4().hex
         body = {
             "mall": str(mall),
             "restore_stock": restore_stock,
             "orders": [o.to_json() if isinstance(o, OrderCancel) else dict(o) for o in orders],
         }
-        answer = await self._call("POST", "/restocks", rid, json=body)
+        answer = await self._call("POST", "/restocks", rid, json=body, idempotency_key=key)
         if answer.response.status_code != 200:
             raise _refusal(answer)
         batch = _parse(RestockBatchOut, answer, rid)
-        result = RestockBatch(
+        return RestockBatch(
             mall=batch.mall,
             counts=Counts(
                 success=batch.counts.success, skip=batch.counts.skip, fail=batch.counts.fail
@@ -358,10 +385,49 @@ class RestockClient:
             messages=list(batch.messages),
             request_id=rid,
             attempts=answer.attempts,
+            idempotency_key=key,
+            replayed=answer.replayed,
         )
-        if answer.outcome_unknown:
-            result = await self._recover(result)
-        return result
+
+    async def adjust(
+        self,
+        sku: str,
+        delta: int,
+        reason: str,
+        order_no: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> StockLevel:
+        """Adjust a sku's stock by hand (``POST /stock/{sku}/adjustments``): the manual
+        adjustment the merchant is told to make. Returns the stock after it.
+
+        An adjustment is not idempotent by itself (each one moves stock), so it is retried
+        only under its ``Idempotency-Key``, as :meth:`restock` is: a retry after a lost
+        answer gets the first answer back (``replayed=True``) and the stock moves once. Two
+        calls are two adjustments, each with its own fresh key, unless the caller passes
+        the same ``idempotency_key`` to both. An unknown sku (404) or a refused body (422)
+        raises :class:`RestockRequestError`.
+        """
+        key = _new_key() if idempotency_key is None else idempotency_key
+        rid = request_id or uuid.uuid4().hex
+        body: dict[str, Any] = {"delta": delta, "reason": reason}
+        if order_no is not None:
+            body["order_no"] = order_no
+        path = f"/stock/{quote(sku, safe='')}/adjustments"
+        answer = await self._call("POST", path, rid, json=body, idempotency_key=key)
+        if answer.response.status_code != 200:
+            raise _refusal(answer)
+        stock = _parse(StockOut, answer, rid)
+        return StockLevel(
+            sku=stock.sku,
+            quantity=stock.quantity,
+            updated_at=stock.updated_at,
+            request_id=rid,
+            attempts=answer.attempts,
+            idempotency_key=key,
+            replayed=answer.replayed,
+        )
 
     async def get_restock(
         self, order_no: str, request_id: str | None = None
@@ -391,68 +457,28 @@ class RestockClient:
 
     # --- internals -----------------------------------------------------------------------
 
-    async def _recover(self, batch: RestockBatch) -> RestockBatch:
-        """Report the ``already_restored`` orders of a call with a lost answer as restored."""
-        if not any(r.code is Code.ALREADY_RESTORED for r in batch.results):
-            return batch
-        results = []
-        for r in batch.results:
-            if r.code is Code.ALREADY_RESTORED:
-                items = await self._restored_lines(r.order_no, batch.request_id)
-                log.info(
-                    "order %s: already_restored after a lost answer, reported as restored",
-                    r.order_no,
-                )
-                r = replace(
-                    r,
-                    code=Code.RESTORED,
-                    outcome=OUTCOME[Code.RESTORED],
-                    message=MESSAGE[Code.RESTORED],
-                    items=items,
-                    missing_skus=[],
-                    recovered=True,
-                )
-            results.append(r)
-        decided = [
-            OrderResult(r.order_no, Decision(r.code, tuple(r.items), tuple(r.missing_skus)))
-            for r in results
-        ]
-        codes = {r.code for r in results}
-        messages = batch_messages(
-            restore_stock=codes != {Code.NOT_REQUESTED},
-            any_cancel_succeeded=bool(codes - {Code.NOT_REQUESTED, Code.MALL_CANCEL_FAILED}),
-            results=decided,
-        )
-        return replace(
-            batch,
-            counts=Counts(
-                success=sum(r.outcome is Outcome.SUCCESS for r in results),
-                skip=sum(r.outcome is Outcome.SKIP for r in results),
-                fail=sum(r.outcome is Outcome.FAIL for r in results),
-            ),
-            results=results,
-            messages=list(messages),
-        )
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        request_id: str,
+        json: Any = None,
+        idempotency_key: str | None = None,
+    ) -> _Answer:
+        """Send one call, retrying transport errors, timeouts and 503s with backoff.
 
-    async def _restored_lines(self, order_no: str, request_id: str) -> list[Line]:
-        """The restored lines of ``order_no`` from its record; [] when they cannot be read."""
-        try:
-            record = await self.get_restock(order_no, request_id=request_id)
-        except RestockError as exc:
-            log.warning("order %s: could not read its restored lines: %s", order_no, exc)
-            return []
-        if record is None or record.status is not RestockStatus.RESTORED:
-            log.warning("order %s: no restored record to read its lines from", order_no)
-            return []
-        return list(record.items)
-
-    async def _call(self, method: str, path: str, request_id: str, json: Any = None) -> _Answer:
-        """Send one call, retrying transport errors, timeouts and 503s with backoff."""
+        A keyed call (a write) sends its key on every attempt, and also retries a 409 that
+        carries ``Retry-After``: the service's "a request with this key is still being
+        processed", typically the very attempt whose answer this call lost. Any other 409
+        is a refusal, and so is every 409 of an unkeyed call.
+        """
         outcome_unknown = False
         retry_after: float | None = None
         last_response: httpx.Response | None = None
         last_error: httpx.TransportError | None = None
         headers = {REQUEST_ID_HEADER: request_id}
+        if idempotency_key is not None:
+            headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
         for attempt in range(1, self._max_attempts + 1):
             try:
                 response = await self._http.request(method, path, json=json, headers=headers)
@@ -466,29 +492,36 @@ class RestockClient:
                 )  # fmt: skip
             except httpx.TransportError as exc:  # a bad URL or a broken request: not transient
                 raise RestockError(
-                    f"{method} {path} could not be sent: {exc!r}", request_id=request_id
+                    f"{method} {path} could not be sent: {exc!r}",
+                    request_id=request_id,
+                    idempotency_key=idempotency_key,
                 ) from exc
             else:
-                if response.status_code != 503:
+                if not _retryable(response, keyed=idempotency_key is not None):
                     return _Answer(response, attempt, outcome_unknown)
                 last_error, last_response = None, response
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 log.warning(
-                    "%s %s [%s] attempt %d/%d: 503, Retry-After %s",
-                    method, path, request_id, attempt, self._max_attempts, retry_after,
+                    "%s %s [%s] attempt %d/%d: %d, Retry-After %s",
+                    method, path, request_id, attempt, self._max_attempts,
+                    response.status_code, retry_after,
                 )  # fmt: skip
             if attempt == self._max_attempts:
                 break
             if retry_after is not None and retry_after > self._max_retry_after:
                 break
             await self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
+        if last_response is not None:
+            why = f"{last_response.status_code} {last_response.reason_phrase}"
+        else:
+            why = repr(last_error)
         raise RestockUnavailable(
-            f"{method} {path} failed after {attempt} attempt(s): "
-            + (f"{last_error!r}" if last_error is not None else "503 Service Unavailable"),
+            f"{method} {path} failed after {attempt} attempt(s): {why}",
             status=last_response.status_code if last_response is not None else None,
             problem=_problem(last_response) if last_response is not None else None,
             request_id=request_id,
             attempts=attempt,
+            idempotency_key=idempotency_key,
             retry_after=retry_after,
             outcome_unknown=outcome_unknown,
         ) from last_error
@@ -519,6 +552,19 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _new_key() -> str:
+    """A fresh idempotency key: one per logical call, 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def _retryable(response: httpx.Response, *, keyed: bool) -> bool:
+    """Whether an answer asks to be sent again: a 503 (nothing changed), or, for a keyed
+    call, the 409 with ``Retry-After`` that says its key's first request is in flight."""
+    if response.status_code == 503:
+        return True
+    return keyed and response.status_code == 409 and "Retry-After" in response.headers
+
+
 def _outcome(r: RestockResultOut) -> OrderOutcome:
     return OrderOutcome(
         order_no=r.order_no,
@@ -539,6 +585,7 @@ def _parse(model: type[_M], answer: _Answer, request_id: str) -> _M:
             status=answer.response.status_code,
             request_id=request_id,
             attempts=answer.attempts,
+            idempotency_key=answer.response.request.headers.get(IDEMPOTENCY_KEY_HEADER),
         ) from exc
 
 
@@ -603,4 +650,5 @@ def _refusal(answer: _Answer) -> RestockError:
         problem=problem,
         request_id=response.request.headers.get(REQUEST_ID_HEADER),
         attempts=answer.attempts,
+        idempotency_key=response.request.headers.get(IDEMPOTENCY_KEY_HEADER),
     )
