@@ -11,6 +11,7 @@
 --   SKUS   for sync, sync_batch and stock: the seeded skus are SKU-1 .. SKU-<SKUS>
 --   BATCH  orders per POST (default 1);     OUT   where done() writes its JSON summary
 --   AUTH   optional bearer key
+--   KEYED  1: each POST /restocks carries an Idempotency-Key of its own (its first order)
 --
 -- Every answer of 400 or more counts as wrk's `status` error. In the sync modes, where the
 -- answer's exact shape matters, a Lua response() also counts as `unexpected` every answer
@@ -25,7 +26,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, batch, base, span, counter, headers, restored, prefix, skus
+local mode, batch, base, span, counter, headers, restored, prefix, skus, keyed
 
 unexpected = 0  -- a global, so that done() can read each thread's count
 
@@ -48,6 +49,7 @@ function init(args)
   base = tonumber(os.getenv("START") or "1") + tid * (span or 0)
   prefix = os.getenv("PREFIX") or "354396-20260525-"
   skus = tonumber(os.getenv("SKUS") or "0")
+  keyed = os.getenv("KEYED") == "1"
   counter = 0
   headers = {["Content-Type"] = "application/json"}
   math.randomseed(os.time() * 1000 + tid)
@@ -88,6 +90,7 @@ function request()
     local body = '{"executions":[' .. table.concat(executions, ",") .. "]}"
     return wrk.format("POST", "/sync-executions/batch", headers, body)
   end
+  if keyed then headers["Idempotency-Key"] = "bench-" .. order_no(base + counter) end
   local orders = {}
   for i = 1, batch do
     orders[i] = '{"order_no":"' .. order_no(base + counter) .. '","mall_cancel_succeeded":true}'

@@ -45,6 +45,7 @@ SYNC_PREFIX = "354396-20261201-"  # the fresh orders of the sync phases, as in p
 # RSS (megabytes).
 TARGETS = {
     "single_vs_pgbench": 0.60,
+    "keyed_single_vs_single": 0.90,
     "batch100_orders_vs_pgbench": 2.50,
     "get_vs_pgbench_read": 0.08,
     "sync_single_vs_pgbench_sync": 0.50,
@@ -53,6 +54,8 @@ TARGETS = {
     "p99_single_c8_vs_pgbench": 2.5,
     "rss_mb_per_worker": 200.0,
 }
+# The single-order concurrencies also measured with an Idempotency-Key on every request.
+KEYED_CONCURRENCY = (8, 32)
 # Phases that may be left out (--skip, BENCH_SKIP), each with its pgbench twin and its ratio.
 SKIPPABLE = ("sync", "sync_batch", "stock")
 
@@ -193,6 +196,7 @@ def wrk(
     batch: int = 1,
     prefix: str = ORDER_PREFIX,
     orders_file: Path | None = None,
+    keyed: bool = False,
 ) -> Phase:
     threads = min(2, concurrency)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -206,6 +210,7 @@ def wrk(
             "SKUS": str(plan.skus),
             "OUT": out.name,
             "ORDERS": str(orders_file or ""),
+            "KEYED": "1" if keyed else "",
         }
         sh(
             "wrk",
@@ -394,6 +399,7 @@ def run(plan: Plan) -> dict[str, object]:
             *,
             mode: str = "post",
             route: str = "POST /restocks",
+            keyed: bool = False,
         ) -> Phase:
             """A POST phase over fresh orders: a range of its own for each wrk thread."""
             threads = min(2, concurrency)
@@ -411,6 +417,7 @@ def run(plan: Plan) -> dict[str, object]:
                 span=span,
                 batch=batch,
                 prefix=prefix,
+                keyed=keyed,
             )
 
         for round_ in (1, 2):
@@ -419,6 +426,8 @@ def run(plan: Plan) -> dict[str, object]:
             # meet the same machine: these shared cores are noisy from minute to minute.
             for c in plan.concurrency:
                 phases.append(post(f"POST single c={c}{suffix}", c, 1000 if c == 1 else 4000))
+                if c in KEYED_CONCURRENCY:  # the same load with keys, right after
+                    phases.append(post(f"POST single keyed c={c}{suffix}", c, 4000, keyed=True))
                 phases.append(
                     pgbench(
                         cluster, plan, f"pgbench restock c={c}{suffix}", "pgbench_restock.sql", c
@@ -645,8 +654,14 @@ def _round_ratios(plan: Plan, by_name: dict[str, Phase], suffix: str) -> dict[st
         by_name[f"POST single c={c}{suffix}"].rps for c in (8, 32) if c in plan.concurrency
     )
     single8 = by_name[f"POST single c=8{suffix}"]
+    keyed = max(
+        by_name[f"POST single keyed c={c}{suffix}"].rps
+        for c in KEYED_CONCURRENCY
+        if c in plan.concurrency
+    )
     ratios = {
         "single_vs_pgbench": single / pg8.rps,
+        "keyed_single_vs_single": keyed / single,
         "batch100_orders_vs_pgbench": by_name[f"POST batch100{suffix}"].orders_per_s / pg8.rps,
         "get_vs_pgbench_read": (
             by_name[f"GET restock c=32{suffix}"].rps / by_name[f"pgbench read c=8{suffix}"].rps
@@ -706,7 +721,7 @@ def _chart(phases: list[Phase], plan: Plan, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     def series(prefix: str) -> tuple[list[int], list[Phase]]:
-        chosen = [p for p in phases if p.name.startswith(prefix) and "second" not in p.name]
+        chosen = [p for p in phases if p.name.startswith(f"{prefix} c=") and "second" not in p.name]
         return [p.concurrency for p in chosen], chosen
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -762,7 +777,7 @@ def main() -> int:
     rounds = 1 if args.quick else 2
     # What the restock phases' order ranges add up to (see the loop in run()); the sync
     # phases send fresh orders, which need no seeding.
-    per_round = 2 * duration * (1000 + 3 * 4000 + 2 * 15000)
+    per_round = 2 * duration * (1000 + (3 + len(KEYED_CONCURRENCY)) * 4000 + 2 * 15000)
     plan = Plan(
         quick=args.quick,
         duration_s=duration,
