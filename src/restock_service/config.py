@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
     )
+    console_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs the console's session cookies; empty: derived from the keys.",
+    )
+    console_session_s: int = Field(
+        default=8 * 3600, ge=60, description="How long a console sign-in lasts."
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(
         default=86400, ge=1, description="How long a stored answer is replayed for its key."

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__, idempotency
 from restock_service.api import (
+    console,
     errors,
     idempotent,
     middleware,
@@ -22,6 +23,7 @@ from restock_service.api import (
     stock,
 )
 from restock_service.config import Settings
+from restock_service.console import Console
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
 from restock_service.migrations import head_revision
@@ -85,6 +87,14 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     routers = (stock.router, restocks.router, service.router)
     for router in routers:
         app.include_router(router)
+    # The console's pages: out of the OpenAPI document, and out of ShortWay and Idempotent
+    # (they are not API routes); its routes check their own session cookie.
+    app.include_router(console.router)
+    console.install_state(
+        app.state,
+        Console.of(keys, settings.console_secret.get_secret_value(), settings.console_session_s),
+        settings.retry_after_s,
+    )
     # A request meets the Gate (request id, timing, key, body limit), Idempotent (keyed
     # writes), then ShortWay, which answers valid requests and hands the rest to FastAPI.
     # Added innermost first.

@@ -1,0 +1,613 @@
+"""The operations console (contract v1.2): server-rendered pages in Japanese under /console.
+
+The pages read through the store and write through the same services as the API
+(``restock.resolve_restock``, ``stock.adjust_stock``), with the same rules and errors. The
+session, the CSRF check and the security headers are handled here, by the console's own
+route class, so the API's requests pay nothing for them. Everything that is not HTTP lives
+in restock_service/console.py.
+"""
+
+import re
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, quote, urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from pydantic import ValidationError
+
+from restock_service import console, cursors, restock, stock
+from restock_service.api.errors import DATABASE_ERRORS, is_database_unavailable
+from restock_service.console import Console, FormErrors, Session, text
+from restock_service.errors import Conflict, InvalidRequest, NotFound
+from restock_service.messages import Code, Mall, RestockStatus
+from restock_service.schemas import (
+    ORDER_NO_PATTERN,
+    SKU_PATTERN,
+    AdjustmentIn,
+    ResolutionIn,
+)
+from restock_service.store import Store
+
+COOKIE = "restock_console"
+CSRF_FIELD = "csrf_token"
+PAGE_SIZE = 50
+HOME_FAILURES_PER_MALL = 5
+HOME_RECENT = 20
+FAILURES_CURSOR = "console-failures"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+_ORDER_NO = re.compile(ORDER_NO_PATTERN)
+_SKU = re.compile(SKU_PATTERN)
+_STYLESHEET = resources.files("restock_service").joinpath("static/console.css").read_bytes()
+_templates = Environment(
+    loader=PackageLoader("restock_service", "templates"),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_templates.filters["jst"] = console.jst
+_templates.globals.update(
+    mall_label=console.MALL_LABEL,
+    status_label=console.STATUS_LABEL,
+    movement_label=console.MOVEMENT_LABEL,
+    role_label=console.ROLE_LABEL,
+    malls=list(Mall),
+    Status=RestockStatus,
+    Code=Code,
+    sku_url=lambda sku: "/console/skus/" + quote(sku, safe=""),
+    order_url=lambda order_no: "/console/orders/" + quote(order_no, safe=""),
+)
+
+
+class _Answer(Exception):
+    """Ends a console request with ``response`` (a redirect, a refusal)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class ConsoleRoute(APIRoute):
+    """A console route: its answer gets the security headers, and the session cookie when
+    one was started; a database out of reach is a page that says so (503)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except _Answer as exc:
+                response = exc.response
+            except DATABASE_ERRORS as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                retry_after = _state(request).retry_after_s
+                response = _error_page(request, 503, text("unavailable"))
+                response.headers["Retry-After"] = str(retry_after)
+            started: str | None = getattr(request.state, "console_cookie", None)
+            if started is not None:
+                _set_cookie(request, response, started)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return answer
+
+
+router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+
+
+class ConsoleState:
+    """The console's parts and settings, kept on ``app.state.console``."""
+
+    def __init__(self, parts: Console, retry_after_s: int) -> None:
+        self.parts = parts
+        self.retry_after_s = retry_after_s
+
+
+def _state(request: Request) -> ConsoleState:
+    state: ConsoleState = request.app.state.console
+    return state
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- sessions and checks ---------------------------------------------------------------------
+
+
+def _set_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=_state(request).parts.sessions.lifetime_s,
+        path="/console",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _session(request: Request) -> Session | None:
+    return _state(request).parts.sessions.read(request.cookies.get(COOKIE))
+
+
+def _start(request: Request, caller: Any = None) -> Session:
+    """A new session whose cookie goes out with the answer."""
+    session, cookie = _state(request).parts.sessions.start(caller)
+    request.state.console_cookie = cookie
+    return session
+
+
+def _signed_in(request: Request) -> Session:
+    """The visitor's session; with keys configured, one who is not signed in goes to the
+    sign-in page. With no keys, everyone is in (and gets a session for the CSRF token)."""
+    session = _session(request)
+    if session is not None and session.signed_in:
+        return session
+    if _state(request).parts.sessions.open:
+        return _start(request)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    next_page = "" if target == "/console" else "?" + urlencode({"next": target})
+    raise _Answer(RedirectResponse("/console/login" + next_page, status_code=303))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form's fields (the first value of each); a page saying so otherwise."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise _Answer(_error_page(request, 400, text("bad_form")))
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=50
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _Answer(_error_page(request, 400, text("bad_form"))) from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    return form
+
+
+async def _writer(request: Request) -> tuple[Session, dict[str, str]]:
+    """The session and form of a post that may write: a writer's, with its CSRF token.
+    Anything else is refused with 403 before anything is done."""
+    session = _signed_in(request)
+    form = await _form(request)
+    if not session.may_write:
+        raise _Answer(_error_page(request, 403, text("reader"), session=session))
+    if not _state(request).parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
+        raise _Answer(_error_page(request, 403, text("csrf"), session=session))
+    return session, form
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _render(
+    request: Request,
+    template: str,
+    session: Session | None,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    parts = _state(request).parts
+    for name, empty in (("errors", {}), ("values", {}), ("error", None), ("notice", None)):
+        context.setdefault(name, empty)
+    html = _templates.get_template(template).render(
+        session=session,
+        csrf=parts.sessions.csrf_token(session) if session is not None else "",
+        open_console=parts.sessions.open,
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _error_page(
+    request: Request, status: int, message: str, session: Session | None = None
+) -> HTMLResponse:
+    if session is None:
+        session = _session(request)
+    return _render(request, "error.html", session, status, code=status, message=message)
+
+
+def _not_found(request: Request, session: Session, message: str) -> NoReturn:
+    raise _Answer(_error_page(request, 404, message, session))
+
+
+def _redirect(url: str, **query: str) -> RedirectResponse:
+    return RedirectResponse(url + ("?" + urlencode(query) if query else ""), status_code=303)
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+@router.get("/static/console.css")
+async def stylesheet() -> Response:
+    """The console's one stylesheet, served by the app itself."""
+    return Response(
+        _STYLESHEET,
+        media_type="text/css; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    """The sign-in form (field ``api_key``)."""
+    if _state(request).parts.sessions.open:
+        return _redirect("/console")
+    session = _session(request)
+    if session is not None and session.signed_in:
+        return _redirect(console.safe_next(next))
+    session = session or _start(request)
+    notice = text("signed_out") if request.query_params.get("signed_out") else None
+    return _render(request, "login.html", session, next=console.safe_next(next), notice=notice)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Sign in with an API key: a session cookie that holds the key's name and role."""
+    parts = _state(request).parts
+    if parts.sessions.open:
+        return _redirect("/console")
+    address = _client_address(request)
+    form = await _form(request)
+    target = console.safe_next(form.get("next"))
+
+    def again(status: int, errors: FormErrors, message: str | None = None) -> HTMLResponse:
+        session = _session(request) or _start(request)
+        return _render(
+            request, "login.html", session, status, next=target, errors=errors, error=message
+        )
+
+    wait = parts.limiter.retry_after(address)
+    if wait is not None:
+        response = again(429, {"api_key": text("sign_in_limited", seconds=wait)})
+        response.headers["Retry-After"] = str(wait)
+        return response
+    session = _session(request)
+    if session is None or not parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
+        return again(403, {}, text("csrf"))
+    presented = form.get("api_key", "").strip()
+    if not presented:
+        return again(422, {"api_key": console.field_message("api_key", "missing", {})})
+    caller = parts.keys.caller_of(presented)
+    if caller is None:
+        parts.limiter.failed(address)
+        wait = parts.limiter.retry_after(address)
+        if wait is not None:
+            response = again(429, {"api_key": text("sign_in_limited", seconds=wait)})
+            response.headers["Retry-After"] = str(wait)
+            return response
+        return again(401, {"api_key": text("sign_in_failed")})
+    parts.sessions.end(session)
+    _start(request, caller)  # a new session id at sign-in
+    return _redirect(target)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """Sign out: the session ends and its cookie is removed."""
+    parts = _state(request).parts
+    session = _session(request)
+    if session is None or not session.signed_in or parts.sessions.open:
+        return _redirect("/console" if parts.sessions.open else "/console/login")
+    form = await _form(request)
+    if not parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
+        return _error_page(request, 403, text("csrf"), session)
+    parts.sessions.end(session)
+    response = _redirect("/console/login", signed_out="1")
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("")
+async def home(request: Request) -> Response:
+    """Open failures by mall, newest first, and the latest restock outcomes."""
+    session = _signed_in(request)
+    store = _store(request)
+    counts = await store.failure_counts()
+    by_mall = [
+        (
+            mall,
+            counts.get(mall, 0),
+            await store.restock_records(
+                status=RestockStatus.FAILED,
+                mall=mall,
+                after=None,
+                limit=HOME_FAILURES_PER_MALL,
+                newest_first=True,
+            ),
+        )
+        for mall in Mall
+        if counts.get(mall, 0)
+    ]
+    recent = await store.restock_records(
+        status=None, mall=None, after=None, limit=HOME_RECENT, newest_first=True
+    )
+    return _render(
+        request,
+        "home.html",
+        session,
+        by_mall=by_mall,
+        total=sum(counts.values()),
+        recent=recent,
+    )
+
+
+@router.get("/failures")
+async def failures(
+    request: Request, mall: str | None = None, cursor: str | None = None
+) -> Response:
+    """Every failed, unresolved restock, newest first, a page at a time."""
+    session = _signed_in(request)
+    chosen: Mall | None = None
+    after = None
+    try:
+        chosen = Mall(mall) if mall else None
+        if cursor:
+            at, order_no = cursors.decode(cursor, FAILURES_CURSOR, (str, str), param="cursor")
+            after = (datetime.fromisoformat(at), order_no)
+            if after[0].tzinfo is None:
+                raise ValueError(at)
+    except (ValueError, InvalidRequest):
+        return _error_page(request, 400, text("bad_query"), session)
+    records = await _store(request).restock_records(
+        status=RestockStatus.FAILED, mall=chosen, after=after, limit=PAGE_SIZE + 1,
+        newest_first=True,
+    )  # fmt: skip
+    page = records[:PAGE_SIZE]
+    next_url = None
+    if len(records) > PAGE_SIZE:
+        last = page[-1]
+        query = {
+            "cursor": cursors.encode(FAILURES_CURSOR, last.requested_at.isoformat(), last.order_no)
+        }
+        if chosen:
+            query = {"mall": chosen.value, **query}
+        next_url = "/console/failures?" + urlencode(query)
+    return _render(
+        request,
+        "failures.html",
+        session,
+        records=page,
+        mall=chosen,
+        next_url=next_url,
+        first_page=cursor is None,
+    )
+
+
+async def _order_page(
+    request: Request,
+    session: Session,
+    order_no: str,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    store = _store(request)
+    record = await store.restock_record(order_no)
+    sync = await store.sync_execution(order_no)
+    movements = await store.order_movements(order_no)
+    skus = [line.sku for line in record.items] if record else []
+    quantities = await store.quantities(skus) if skus else {}
+    story = console.order_story(order_no, record, sync, movements, quantities)
+    if not story.exists:
+        _not_found(request, session, text("not_found_order"))
+    return _render(
+        request,
+        "order.html",
+        session,
+        status,
+        story=story,
+        default_reason=console.DEFAULT_ADJUSTMENT_REASON,
+        **context,
+    )
+
+
+@router.get("/orders/{order_no}")
+async def order(request: Request, order_no: str) -> Response:
+    """An order's whole story; a writer adjusts its skus and marks it resolved here."""
+    session = _signed_in(request)
+    if not _ORDER_NO.fullmatch(order_no):
+        _not_found(request, session, text("not_found_order"))
+    notice = _notice(request.query_params, order_no=order_no)
+    return await _order_page(request, session, order_no, notice=notice)
+
+
+@router.post("/orders/{order_no}")
+async def order_action(request: Request, order_no: str) -> Response:
+    """Mark the order's failed restock resolved (``note``), or adjust one of its skus
+    (``sku``, ``delta``, ``reason``, ``order_no``)."""
+    session, form = await _writer(request)
+    if not _ORDER_NO.fullmatch(order_no):
+        _not_found(request, session, text("not_found_order"))
+    if "sku" in form:
+        return await _adjust_from_order(request, session, order_no, form)
+    resolved_by = form.get("resolved_by", "").strip() or (session.name or "")
+    values = {"resolve": {"note": form.get("note", ""), "resolved_by": resolved_by}}
+    try:
+        body = ResolutionIn.model_validate(
+            {"note": form.get("note", "").strip(), "resolved_by": resolved_by}
+        )
+        await restock.resolve_restock(_store(request), order_no, body, _now(), actor=session.name)
+    except ValidationError as exc:
+        errors = {"resolve": console.validation_errors(exc)}
+        return await _order_page(request, session, order_no, 422, errors=errors, values=values)
+    except NotFound:
+        return await _order_page(
+            request, session, order_no, 404, error=text("no_record"), values=values
+        )
+    except Conflict:
+        record = await _store(request).restock_record(order_no)
+        status = console.STATUS_LABEL[record.status] if record else ""
+        return await _order_page(
+            request, session, order_no, 409, error=text("not_failed", status=status), values=values
+        )
+    return _redirect(f"/console/orders/{quote(order_no, safe='')}", done="resolved")
+
+
+async def _adjust_from_order(
+    request: Request, session: Session, order_no: str, form: Mapping[str, str]
+) -> Response:
+    sku = form.get("sku", "")
+    outcome = await _adjust(request, session, sku, form)
+    if isinstance(outcome, dict):
+        status = 404 if "sku" in outcome else 422
+        return await _order_page(
+            request,
+            session,
+            order_no,
+            status,
+            errors={f"adjust:{sku}": outcome},
+            values={f"adjust:{sku}": dict(form)},
+        )
+    delta, quantity = outcome
+    return _redirect(
+        f"/console/orders/{quote(order_no, safe='')}",
+        done="adjusted",
+        sku=sku,
+        delta=str(delta),
+        quantity=str(quantity),
+    )
+
+
+async def _adjust(
+    request: Request, session: Session, sku: str, form: Mapping[str, str]
+) -> tuple[int, int] | FormErrors:
+    """Adjust ``sku`` through stock.adjust_stock: (delta, quantity after), or the refusal
+    by form field (``sku`` for a sku that is not registered)."""
+    if not _SKU.fullmatch(sku):
+        return {"sku": text("sku_not_registered")}
+    try:
+        body = AdjustmentIn.model_validate(console.adjustment_body(form))
+        result = await stock.adjust_stock(_store(request), sku, body, _now(), actor=session.name)
+    except ValidationError as exc:
+        return console.validation_errors(exc)
+    except InvalidRequest as exc:
+        return console.problem_errors(exc.problems)
+    except NotFound:
+        return {"sku": text("sku_not_registered")}
+    return body.delta, result.quantity
+
+
+def _notice(query: Mapping[str, str], **about: str) -> str | None:
+    """The outcome of the write that redirected here, from its query."""
+    done = query.get("done")
+    if done == "resolved":
+        return text("resolved")
+    if done == "adjusted":
+        try:
+            delta, quantity = int(query.get("delta", "")), int(query.get("quantity", ""))
+        except ValueError:
+            return None
+        sku = query.get("sku", about.get("sku", ""))
+        return text("adjusted", sku=sku, delta=delta, quantity=quantity)
+    return None
+
+
+async def _sku_page(
+    request: Request,
+    session: Session,
+    sku: str,
+    cursor: str | None,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    store = _store(request)
+    try:
+        movements = await stock.list_movements(store, sku, limit=PAGE_SIZE, cursor=cursor)
+    except NotFound:
+        _not_found(request, session, text("not_found_sku"))
+    except InvalidRequest:
+        raise _Answer(_error_page(request, 400, text("bad_query"), session)) from None
+    current = await store.stock(sku)
+    next_url = None
+    if movements.next_cursor:
+        next_url = (
+            "/console/skus/"
+            + quote(sku, safe="")
+            + "?"
+            + urlencode({"cursor": movements.next_cursor})
+        )
+    return _render(
+        request,
+        "sku.html",
+        session,
+        status,
+        sku=sku,
+        current=current,
+        movements=movements.items,
+        next_url=next_url,
+        first_page=cursor is None,
+        **context,
+    )
+
+
+@router.get("/skus/{sku}")
+async def sku_page(request: Request, sku: str, cursor: str | None = None) -> Response:
+    """A sku's quantity and its ledger, a page at a time; a writer adjusts it here."""
+    session = _signed_in(request)
+    if not _SKU.fullmatch(sku):
+        _not_found(request, session, text("not_found_sku"))
+    notice = _notice(request.query_params, sku=sku)
+    return await _sku_page(request, session, sku, cursor, notice=notice)
+
+
+@router.post("/skus/{sku}")
+async def sku_adjust(request: Request, sku: str) -> Response:
+    """The manual adjustment (``delta``, ``reason``, optional ``order_no``)."""
+    session, form = await _writer(request)
+    if not _SKU.fullmatch(sku):
+        _not_found(request, session, text("not_found_sku"))
+    outcome = await _adjust(request, session, sku, form)
+    if isinstance(outcome, dict):
+        status = 404 if "sku" in outcome else 422
+        return await _sku_page(request, session, sku, None, status, errors=outcome, values=form)
+    delta, quantity = outcome
+    return _redirect(
+        "/console/skus/" + quote(sku, safe=""),
+        done="adjusted",
+        delta=str(delta),
+        quantity=str(quantity),
+    )
+
+
+@router.get("/{rest:path}")
+async def unknown(request: Request, rest: str) -> Response:
+    """Any other console address."""
+    if not rest:
+        return _redirect("/console")
+    session = _signed_in(request)
+    return _error_page(request, 404, text("not_found_page"), session)
+
+
+def install_state(app_state: Any, parts: Console, retry_after_s: int) -> None:
+    """Keep the console's parts on the app, for its routes."""
+    app_state.console = ConsoleState(parts, retry_after_s)

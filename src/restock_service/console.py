@@ -1,0 +1,444 @@
+"""The operations console without HTTP: sessions, the sign-in limit, Japan time, the
+Japanese wording of refusals, and the views that its pages show.
+
+api/console.py turns these into pages and answers; nothing here knows FastAPI. The
+merchant-facing texts (outcome messages) come from messages.py through the records; what is
+here are the console's own labels.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from pydantic import ValidationError
+
+from restock_service.access import ApiKeys, Caller, Role
+from restock_service.errors import FieldProblem, field_path
+from restock_service.messages import Mall, RestockStatus
+from restock_service.rules import ADJUSTED_QUANTITY_LIMIT
+from restock_service.schemas import (
+    MovementOut,
+    RestockRecordOut,
+    SyncExecutionOut,
+)
+
+# --- Japan time ------------------------------------------------------------------------------
+
+JST = timezone(timedelta(hours=9), "JST")  # Japan keeps no daylight saving time
+
+
+def jst(value: datetime | None) -> str:
+    """``2026-05-25 19:00:00 +09:00``: a moment in Japan time, with its offset."""
+    if value is None:
+        return ""
+    return value.astimezone(JST).strftime("%Y-%m-%d %H:%M:%S +09:00")
+
+
+# --- the console's own labels ----------------------------------------------------------------
+
+MALL_LABEL: dict[Mall, str] = {
+    Mall.RAKUTEN: "楽天市場",
+    Mall.YAHOO: "Yahoo!ショッピング",
+    Mall.AMAZON: "Amazon",
+}
+STATUS_LABEL: dict[RestockStatus, str] = {
+    RestockStatus.RESTORED: "在庫戻し済み",
+    RestockStatus.FAILED: "失敗（未対応）",
+    RestockStatus.RESOLVED: "対応済み",
+}
+# The ledger's reasons (MovementOut.reason), as 在庫数変更履歴 screens name them.
+MOVEMENT_LABEL: dict[str, str] = {
+    "set": "在庫数の登録・上書き",
+    "sync_execution": "在庫連携（受注の引当）",
+    "restock": "在庫戻し",
+    "adjustment": "手動調整",
+    "delete": "商品の削除",
+}
+ROLE_LABEL: dict[Role, str] = {Role.WRITER: "更新可", Role.READER: "閲覧のみ"}
+DEFAULT_ADJUSTMENT_REASON = "在庫戻し失敗の手動調整"
+
+# Page-level refusals and outcomes.
+TEXT = {
+    "not_found_order": "この受注番号の記録はありません。受注番号をご確認ください。",
+    "not_found_sku": "この商品コードの記録はありません。商品コードをご確認ください。",
+    "not_found_page": "ページが見つかりません。",
+    "sku_not_registered": (
+        "この商品コードは在庫連携に登録されていません。先に商品を登録してから調整してください。"
+    ),
+    "not_failed": "この注文の在庫戻しは「{status}」のため、対応済みにできません。",
+    "no_record": "この受注番号の在庫戻しは記録されていません。",
+    "csrf": (
+        "フォームの有効期限が切れたか、正しくない送信です。ページを開き直してから、"
+        "もう一度お試しください。変更は行っていません。"
+    ),
+    "reader": "閲覧のみの権限のため、変更できません。変更は行っていません。",
+    "bad_form": "送信内容を読み取れませんでした。変更は行っていません。",
+    "bad_query": "ページの指定が正しくありません。",
+    "unavailable": (
+        "データベースに接続できません。しばらく待ってから、もう一度お試しください。"
+        "変更は行われていないか、すべて完了しています。"
+    ),
+    "sign_in_failed": "APIキーが正しくありません。",
+    "sign_in_limited": (
+        "ログインの失敗が続いたため、一時的にログインできません。{seconds}秒後にもう一度お試しください。"
+    ),
+    "signed_out": "ログアウトしました。",
+    "session_ended": "ログインの有効期限が切れました。もう一度ログインしてください。",
+    "adjusted": "{sku} の在庫数を {delta:+,} 調整しました（調整後の在庫数: {quantity:,}）。",
+    "resolved": "この注文を対応済みにしました。",
+}
+
+
+def text(name: str, **values: Any) -> str:
+    return TEXT[name].format(**values)
+
+
+# --- refusals, in Japanese, next to the field they concern ---------------------------------
+
+FormErrors = dict[str, str]  # form field → what is wrong with it
+
+
+def field_message(field_name: str, kind: str, ctx: Mapping[str, Any]) -> str:
+    """One problem of one field, as the console says it."""
+    if kind in ("missing", "string_too_short"):
+        return "入力してください。"
+    if kind == "string_too_long":
+        return f"{ctx.get('max_length', '')}文字以内で入力してください。"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "整数で入力してください（例: 3、-2）。"
+    if kind == "greater_than_equal":
+        return f"{ctx.get('ge', 0):,} 以上の数を入力してください。"
+    if kind == "less_than_equal":
+        return f"{ctx.get('le', 0):,} 以下の数を入力してください。"
+    if kind == "string_pattern_mismatch":
+        if field_name == "order_no":
+            return "受注番号は半角の英数字・「-」・「_」で入力してください。"
+        return "使用できない文字が含まれています。"
+    if kind == "order_no_shape":
+        return "このモールの受注番号の形式ではありません。"
+    if field_name == "delta" and kind == "value_error":
+        return "0 以外の数を入力してください。"
+    return "入力内容をご確認ください。"
+
+
+def validation_errors(exc: ValidationError) -> FormErrors:
+    """A request model's refusal, by form field (the form fields bear the API's names)."""
+    errors: FormErrors = {}
+    for error in exc.errors():
+        name = field_path(tuple(error["loc"])) or "form"
+        errors.setdefault(name, field_message(name, error["type"], error.get("ctx") or {}))
+    return errors
+
+
+def problem_errors(problems: Iterable[FieldProblem]) -> FormErrors:
+    """A service's InvalidRequest, by form field."""
+    errors: FormErrors = {}
+    for problem in problems:
+        name = field_path(problem.loc) or "form"
+        if name == "delta" and problem.type == "value_error":  # rules.adjustment_refused
+            message = (
+                "調整後の在庫数が範囲を超えます。調整後の在庫数は "
+                f"-{ADJUSTED_QUANTITY_LIMIT:,} ～ {ADJUSTED_QUANTITY_LIMIT:,} に収めてください。"
+            )
+        else:
+            message = field_message(name, problem.type, {})
+        errors.setdefault(name, message)
+    return errors
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_integer(raw: str) -> int | str:
+    """The integer a person typed (full-width digits and signs too), or the raw text."""
+    cleaned = unicodedata.normalize("NFKC", raw).strip().replace(",", "").replace("−", "-")
+    return int(cleaned) if _INTEGER.fullmatch(cleaned) and len(cleaned) <= 20 else raw
+
+
+def adjustment_body(form: Mapping[str, str]) -> dict[str, Any]:
+    """The API's adjustment body from the console's form: the same model validates both."""
+    body: dict[str, Any] = {
+        "delta": parse_integer(form.get("delta", "")) if form.get("delta", "").strip() else None,
+        "reason": form.get("reason", "").strip(),
+    }
+    order_no = form.get("order_no", "").strip()
+    if order_no:
+        body["order_no"] = order_no
+    if body["delta"] is None:
+        del body["delta"]
+    return body
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One browser's console session, as its signed cookie holds it.
+
+    ``role`` is None before sign-in (the session only carries the sign-in form's CSRF
+    token); ``name`` is None when no keys are configured.
+    """
+
+    sid: str
+    name: str | None
+    role: Role | None
+
+    @property
+    def signed_in(self) -> bool:
+        return self.role is not None
+
+    @property
+    def may_write(self) -> bool:
+        return self.role is Role.WRITER
+
+
+def signing_secret(configured: str, keys: ApiKeys) -> bytes:
+    """``RESTOCK_CONSOLE_SECRET``, or one derived from the configured keys' digests, which
+    every worker started with the same keys derives alike."""
+    if configured:
+        return configured.encode("utf-8")
+    digests = sorted(digest for digest, _ in keys.entries)
+    return hashlib.sha256(b"restock-console-session\x00" + b"".join(digests)).digest()
+
+
+class Sessions:
+    """Signed session cookies: who signed in and their role, never a key.
+
+    A session lives ``lifetime_s`` from sign-in. Signing out ends it in this worker at once
+    and in the browser (the cookie is removed); a copy of the cookie kept elsewhere would
+    still be accepted by another worker until its lifetime ends. A session whose name and
+    role are no longer among the configured keys ends at once.
+    """
+
+    SALT = "restock-console-session"
+
+    def __init__(
+        self,
+        secret: bytes,
+        keys: ApiKeys,
+        lifetime_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = secret
+        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT)
+        self._callers = {caller for _, caller in keys.entries}
+        self.open = not keys.enabled  # no keys: no sign-in, everyone writes
+        self.lifetime_s = lifetime_s
+        self._clock = clock
+        self._ended: dict[str, float] = {}  # sid → when its cookie would lapse anyway
+
+    def start(self, caller: Caller | None) -> tuple[Session, str]:
+        """A new session for ``caller`` (None: before sign-in), and its cookie's value."""
+        if caller is not None:
+            session = Session(secrets.token_urlsafe(16), caller.name, caller.role)
+        elif self.open:
+            session = Session(secrets.token_urlsafe(16), None, Role.WRITER)
+        else:
+            session = Session(secrets.token_urlsafe(16), None, None)
+        payload = {"s": session.sid, "n": session.name, "r": session.role}
+        return session, self._serializer.dumps(payload)
+
+    def read(self, cookie: str | None) -> Session | None:
+        """The session a cookie holds, when it is genuine, current and not ended."""
+        if not cookie:
+            return None
+        try:
+            payload = self._serializer.loads(cookie, max_age=self.lifetime_s)
+        except BadSignature:  # also an expired one (SignatureExpired)
+            return None
+        if not isinstance(payload, dict):
+            return None
+        sid, name, role = payload.get("s"), payload.get("n"), payload.get("r")
+        if not isinstance(sid, str) or sid in self._ended:
+            return None
+        if role is None:
+            return Session(sid, None, None) if not self.open else None
+        if role not in Role.__members__.values():
+            return None
+        if self.open:
+            return Session(sid, None, Role.WRITER) if name is None else None
+        if not isinstance(name, str) or Caller(name, Role(role)) not in self._callers:
+            return None
+        return Session(sid, name, Role(role))
+
+    def end(self, session: Session) -> None:
+        now = self._clock()
+        for sid in [s for s, until in self._ended.items() if until <= now]:
+            del self._ended[sid]
+        self._ended[session.sid] = now + self.lifetime_s
+
+    def csrf_token(self, session: Session) -> str:
+        """The token every writing form of this session carries."""
+        mac = hmac.new(self._secret, b"csrf\x00" + session.sid.encode(), hashlib.sha256)
+        return mac.hexdigest()
+
+    def csrf_ok(self, session: Session, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(
+            self.csrf_token(session).encode(), token.encode("utf-8", "replace")
+        )
+
+
+class SignInLimiter:
+    """At most ``failures`` failed sign-ins per client address in ``window_s``, counted in
+    this process (each worker counts its own)."""
+
+    def __init__(
+        self,
+        failures: int = 5,
+        window_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 10_000,
+    ) -> None:
+        self.failures = failures
+        self.window_s = window_s
+        self._clock = clock
+        self._max_addresses = max_addresses
+        self._seen: dict[str, deque[float]] = {}
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again; None when it may now."""
+        times = self._recent(address)
+        if len(times) < self.failures:
+            return None
+        return max(1, int(times[0] + self.window_s - self._clock() + 0.999))
+
+    def failed(self, address: str) -> None:
+        times = self._recent(address)
+        if not times and len(self._seen) >= self._max_addresses:
+            self._seen.pop(next(iter(self._seen)))  # the address first seen goes first
+        times.append(self._clock())
+        self._seen[address] = times
+
+    def _recent(self, address: str) -> deque[float]:
+        times = self._seen.get(address, deque())
+        horizon = self._clock() - self.window_s
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            self._seen.pop(address, None)
+        return times
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after sign-in: a console path of this site, never another site."""
+    if (
+        target
+        and target.startswith("/console")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(ch.isprintable() and not ch.isspace() for ch in target)
+    ):
+        return target
+    return "/console"
+
+
+# --- the views ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One step of an order's story: when, what kind, and what to show of it."""
+
+    at: datetime
+    kind: str  # sync, request, repeats, movement, resolution
+    rank: int  # order among steps of the same moment
+    sync: SyncExecutionOut | None = None
+    record: RestockRecordOut | None = None
+    movement: MovementOut | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """One sku of a failed restock, as the adjustment forms need it."""
+
+    sku: str
+    quantity: int  # what the sync deducted for the order
+    missing: bool  # not registered when the restock was decided
+    current: int | None  # its quantity now; None when it is not registered
+    adjusted: int  # what adjustments naming this order have added so far
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.adjusted
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStory:
+    order_no: str
+    record: RestockRecordOut | None
+    sync: SyncExecutionOut | None
+    movements: Sequence[MovementOut]
+    events: Sequence[Event]
+    items: Sequence[ItemView] = field(default_factory=tuple)
+
+    @property
+    def exists(self) -> bool:
+        return self.record is not None or self.sync is not None or bool(self.movements)
+
+    @property
+    def open_failure(self) -> bool:
+        return self.record is not None and self.record.status is RestockStatus.FAILED
+
+
+def order_story(
+    order_no: str,
+    record: RestockRecordOut | None,
+    sync: SyncExecutionOut | None,
+    movements: Sequence[MovementOut],
+    quantities: Mapping[str, int],
+) -> OrderStory:
+    """The order's whole story in time order: its sync execution, the restock request and
+    its outcome (with repeats), every ledger row naming it, and the resolution."""
+    events: list[Event] = []
+    if sync is not None:
+        events.append(Event(sync.executed_at, "sync", 0, sync=sync))
+    if record is not None:
+        events.append(Event(record.requested_at, "request", 1, record=record))
+        if record.repeat_requests:
+            events.append(Event(record.completed_at, "repeats", 2, record=record))
+        if record.resolution is not None:
+            events.append(Event(record.resolution.resolved_at, "resolution", 4, record=record))
+    events += [Event(m.at, "movement", 3, movement=m) for m in movements]
+    events.sort(key=lambda e: (e.at, e.rank, e.movement.id if e.movement else 0))
+
+    items: list[ItemView] = []
+    if record is not None and record.status is not RestockStatus.RESTORED:
+        adjusted: dict[str, int] = {}
+        for m in movements:
+            if m.reason == "adjustment":
+                adjusted[m.sku] = adjusted.get(m.sku, 0) + m.delta
+        missing = set(record.missing_skus)
+        items = [
+            ItemView(
+                sku=line.sku,
+                quantity=line.quantity,
+                missing=line.sku in missing,
+                current=quantities.get(line.sku),
+                adjusted=adjusted.get(line.sku, 0),
+            )
+            for line in record.items
+        ]
+    return OrderStory(order_no, record, sync, movements, events, items)
+
+
+@dataclass(slots=True)
+class Console:
+    """What the console keeps for the life of the process: its sessions and sign-in limit."""
+
+    sessions: Sessions
+    limiter: SignInLimiter
+    keys: ApiKeys
+
+    @classmethod
+    def of(cls, keys: ApiKeys, secret: str, lifetime_s: int) -> "Console":
+        return cls(Sessions(signing_secret(secret, keys), keys, lifetime_s), SignInLimiter(), keys)
