@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from pydantic import ValidationError
 
 from restock_service.access import ApiKeys, Caller, Role
@@ -230,7 +230,12 @@ class Sessions:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret
-        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT)
+
+        class Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=Signer)
         self._callers = {caller for _, caller in keys.entries}
         self.open = not keys.enabled  # no keys: no sign-in, everyone writes
         self.lifetime_s = lifetime_s
@@ -333,8 +338,7 @@ def safe_next(target: str | None) -> str:
     """Where to go after sign-in: a console path of this site, never another site."""
     if (
         target
-        and target.startswith("/console")
-        and not target.startswith("//")
+        and (target == "/console" or target.startswith(("/console/", "/console?")))
         and "\\" not in target
         and all(ch.isprintable() and not ch.isspace() for ch in target)
     ):

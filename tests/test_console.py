@@ -1,0 +1,609 @@
+"""The operations console (contract v1.2), in process: sign-in, sessions, CSRF, roles, the
+sign-in limit, security headers, Japan time, and refusals shown next to their fields.
+
+The walk through a real browser is in test_console_browser.py.
+"""
+
+import base64
+import html
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient, Response
+from pydantic import ValidationError
+
+from restock_service import console
+from restock_service.access import ApiKeys, Caller, Role
+from restock_service.api import create_app
+from restock_service.config import Settings
+from restock_service.messages import MESSAGE, Code, RestockStatus
+from restock_service.schemas import AdjustmentIn
+from tests.conftest import empty_tables
+from tests.helpers import Database, cancel_ok, order, put_stock, quantity, rakuten, sync
+
+WRITER_KEY = "w-console-key-1"
+READER_KEY = "r-console-key-1"
+KEYS = f"{WRITER_KEY}:writer,{READER_KEY}:reader"
+WRITER, READER = (caller for _, caller in ApiKeys.parse(KEYS).entries)
+ORDER = rakuten(4242)
+CSP = (
+    "default-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+async def keyed_app(database_url: str, db: Database) -> AsyncIterator[FastAPI]:
+    """The application with a writer and a reader key, over empty tables."""
+    application = create_app(Settings(database_url=database_url, api_keys=KEYS))
+    async with application.router.lifespan_context(application):
+        await empty_tables(db)
+        yield application
+
+
+def _client(app: FastAPI, **headers: str) -> AsyncClient:
+    return AsyncClient(transport=ASGITransport(app=app), base_url="http://test", headers=headers)
+
+
+@pytest.fixture
+async def api(keyed_app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """The API, with the writer's key."""
+    async with _client(keyed_app, Authorization=f"Bearer {WRITER_KEY}") as c:
+        yield c
+
+
+@pytest.fixture
+async def browser(keyed_app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """A browser: no key, only what the console's cookie holds."""
+    async with _client(keyed_app) as c:
+        yield c
+
+
+def csrf_of(page: Response) -> str:
+    found = CSRF.search(page.text)
+    assert found, page.text
+    return html.unescape(found.group(1))
+
+
+async def sign_in(
+    client: AsyncClient, key: str, *, address: str | None = None, next: str | None = None
+) -> Response:
+    page = await client.get("/console/login")
+    assert page.status_code == 200, page.text
+    form = {"api_key": key, "csrf_token": csrf_of(page)}
+    if next is not None:
+        form["next"] = next
+    return await client.post("/console/login", data=form)
+
+
+async def failed_order(api: AsyncClient, order_no: str = ORDER) -> None:
+    """An order whose restock failed: one of its two skus was removed before the cancel."""
+    await put_stock(api, "KEEP-1", 10)
+    await put_stock(api, "GONE-1", 5)
+    await sync(api, order_no, {"KEEP-1": 2, "GONE-1": 1})
+    assert (await api.delete("/stock/GONE-1")).status_code == 204
+    answer = await cancel_ok(api, [order(order_no)])
+    assert answer["results"][0]["code"] == Code.PRODUCT_NOT_FOUND
+
+
+async def record_status(api: AsyncClient, order_no: str = ORDER) -> str:
+    response = await api.get(f"/restocks/{order_no}")
+    assert response.status_code == 200, response.text
+    status: str = response.json()["status"]
+    return status
+
+
+def write_forms(page: Response) -> list[str]:
+    """The actions of the page's forms that write (sign-out aside)."""
+    actions = re.findall(r'<form method="post" action="([^"]+)"', page.text)
+    return [a for a in actions if a != "/console/logout"]
+
+
+# --- who may see what ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/console", "/console/failures?mall=rakuten", f"/console/orders/{ORDER}", "/console/skus/A"],
+)
+async def test_a_visitor_not_signed_in_is_sent_to_the_sign_in_page(
+    browser: AsyncClient, path: str
+) -> None:
+    response = await browser.get(path)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/console/login")
+    if path != "/console":
+        assert quote(path, safe="") in location  # back there after sign-in
+
+
+async def test_signing_in_leads_back_to_the_page_asked_for(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    signed = await sign_in(browser, WRITER_KEY, next=f"/console/orders/{ORDER}")
+    assert signed.status_code == 303
+    assert signed.headers["location"] == f"/console/orders/{ORDER}"
+    page = await browser.get(signed.headers["location"])
+    assert page.status_code == 200
+    assert WRITER.name in page.text
+
+
+async def test_sign_in_never_leads_off_the_console(browser: AsyncClient) -> None:
+    for target in ["https://evil.example/", "//evil.example/console", "/stock/A", "/console\\x"]:
+        browser.cookies.clear()
+        signed = await sign_in(browser, WRITER_KEY, next=target)
+        assert signed.headers["location"] == "/console", target
+
+
+async def test_the_session_cookie_is_signed_httponly_strict_and_never_holds_the_key(
+    browser: AsyncClient,
+) -> None:
+    signed = await sign_in(browser, WRITER_KEY)
+    assert signed.status_code == 303
+    set_cookie = signed.headers["set-cookie"]
+    flags = {part.strip().lower() for part in set_cookie.split(";")}
+    assert "httponly" in flags
+    assert "samesite=strict" in flags
+    assert "path=/console" in flags
+    assert any(flag.startswith("max-age=") for flag in flags)
+    value = set_cookie.split(";")[0].split("=", 1)[1]
+    assert WRITER_KEY not in value
+    payload = console.Sessions(b"x", ApiKeys.parse(KEYS), 60)._serializer.loads_unsafe(value)[1]
+    assert payload["n"] == WRITER.name and payload["r"] == "writer"
+    assert WRITER_KEY not in str(payload)
+
+    # A cookie whose payload was changed (a reader made writer) is not a session.
+    browser.cookies.clear()
+    await sign_in(browser, READER_KEY)
+    reader_cookie = browser.cookies["restock_console"]
+    made_writer = {"s": "x", "n": READER.name, "r": "writer"}
+    forged_payload = base64.urlsafe_b64encode(json.dumps(made_writer).encode()).rstrip(b"=")
+    forged = forged_payload.decode() + "." + reader_cookie.split(".", 1)[1]
+    browser.cookies.clear()
+    browser.cookies.set("restock_console", forged, path="/console")
+    assert (await browser.get("/console")).status_code == 303
+
+
+async def test_signing_out_ends_the_session(browser: AsyncClient) -> None:
+    await sign_in(browser, WRITER_KEY)
+    cookie = browser.cookies["restock_console"]
+    home = await browser.get("/console")
+    assert home.status_code == 200
+    out = await browser.post("/console/logout", data={"csrf_token": csrf_of(home)})
+    assert out.status_code == 303
+    assert out.headers["location"].startswith("/console/login")
+    assert (
+        'restock_console=""' in out.headers["set-cookie"]
+        or "Max-Age=0" in out.headers["set-cookie"]
+    )
+    assert (await browser.get("/console")).status_code == 303
+    # The old cookie, kept and sent again, no longer opens anything.
+    browser.cookies.clear()
+    browser.cookies.set("restock_console", cookie, path="/console")
+    assert (await browser.get("/console")).status_code == 303
+
+
+def test_a_session_lasts_its_lifetime() -> None:
+    now = [1_000_000.0]
+    sessions = console.Sessions(b"secret", ApiKeys.parse(KEYS), 60, clock=lambda: now[0])
+    session, cookie = sessions.start(WRITER)
+    now[0] += 60
+    assert sessions.read(cookie) == session
+    now[0] += 1
+    assert sessions.read(cookie) is None
+
+
+def test_a_session_ends_when_its_key_is_no_longer_configured() -> None:
+    secret = b"configured secret"
+    before = console.Sessions(secret, ApiKeys.parse(KEYS), 3600)
+    _, cookie = before.start(WRITER)
+    after = console.Sessions(secret, ApiKeys.parse(f"{READER_KEY}:reader"), 3600)
+    assert after.read(cookie) is None
+
+
+def test_the_derived_signing_secret_is_the_same_in_every_worker_and_changes_with_the_keys() -> None:
+    keys = ApiKeys.parse(KEYS)
+    assert console.signing_secret("", keys) == console.signing_secret("", ApiKeys.parse(KEYS))
+    assert console.signing_secret("", keys) != console.signing_secret(
+        "", ApiKeys.parse(f"{WRITER_KEY}:writer")
+    )
+    assert console.signing_secret("set", keys) == b"set"
+    for key in (WRITER_KEY, READER_KEY):
+        assert key.encode() not in console.signing_secret("", keys)
+
+
+async def test_a_wrong_key_is_refused_next_to_the_field(browser: AsyncClient) -> None:
+    refused = await sign_in(browser, "not-a-key")
+    assert refused.status_code == 401
+    assert console.text("sign_in_failed") in refused.text
+    assert 'aria-invalid="true"' in refused.text
+    assert "not-a-key" not in refused.text  # the key typed is not echoed
+    assert (await browser.get("/console")).status_code == 303
+
+
+async def test_sign_in_failures_are_limited_per_address(
+    browser: AsyncClient, keyed_app: FastAPI
+) -> None:
+    limiter = keyed_app.state.console.parts.limiter
+    for _ in range(limiter.failures - 1):
+        assert (await sign_in(browser, "guess")).status_code == 401
+    last = await sign_in(browser, "guess")
+    assert last.status_code == 429
+    assert int(last.headers["retry-after"]) > 0
+    # Even the right key waits now: guessing at speed gets nowhere.
+    blocked = await sign_in(browser, WRITER_KEY)
+    assert blocked.status_code == 429
+    assert 0 < int(blocked.headers["retry-after"]) <= limiter.window_s
+    assert (await browser.get("/console")).status_code == 303
+
+
+def test_the_sign_in_limit_counts_each_address_and_forgets_old_failures() -> None:
+    now = [1000.0]
+    limiter = console.SignInLimiter(failures=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.retry_after("10.0.0.1") is None
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 60
+    assert limiter.retry_after("10.0.0.2") is None  # another address
+    now[0] += 30
+    assert limiter.retry_after("10.0.0.1") == 30
+    now[0] += 30
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
+    api: AsyncClient, browser: AsyncClient, keyed_app: FastAPI
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    adjust = {"delta": "2", "reason": "手動調整", "order_no": ORDER}
+    for token in (None, "", "0" * 64):
+        form = adjust if token is None else {**adjust, "csrf_token": token}
+        refused = await browser.post("/console/skus/KEEP-1", data=form)
+        assert refused.status_code == 403
+        assert console.text("csrf") in refused.text
+        note = {"note": "調整済み"} if token is None else {"note": "調整済み", "csrf_token": token}
+        refused = await browser.post(f"/console/orders/{ORDER}", data=note)
+        assert refused.status_code == 403
+    assert await quantity(api, "KEEP-1") == 8
+    assert await record_status(api) == RestockStatus.FAILED
+
+    # Another session's token is not this session's.
+    async with _client(keyed_app) as other:
+        await sign_in(other, WRITER_KEY)
+        theirs = csrf_of(await other.get("/console/skus/KEEP-1"))
+    refused = await browser.post("/console/skus/KEEP-1", data={**adjust, "csrf_token": theirs})
+    assert refused.status_code == 403
+    assert await quantity(api, "KEEP-1") == 8
+
+
+async def test_a_reader_sees_everything_has_no_forms_that_write_and_cannot_post(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, READER_KEY)
+    for path in [
+        "/console",
+        "/console/failures",
+        f"/console/orders/{ORDER}",
+        "/console/skus/KEEP-1",
+    ]:
+        page = await browser.get(path)
+        assert page.status_code == 200, path
+        assert write_forms(page) == [], path
+    order_page = await browser.get(f"/console/orders/{ORDER}")
+    assert MESSAGE[Code.PRODUCT_NOT_FOUND] in order_page.text
+    token = csrf_of(order_page)  # the sign-out form's: a genuine token of this session
+
+    forged = {"delta": "2", "reason": "手動調整", "csrf_token": token}
+    refused = await browser.post("/console/skus/KEEP-1", data=forged)
+    assert refused.status_code == 403
+    assert console.text("reader") in refused.text
+    refused = await browser.post(f"/console/orders/{ORDER}", data={**forged, "sku": "KEEP-1"})
+    assert refused.status_code == 403
+    refused = await browser.post(
+        f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token}
+    )
+    assert refused.status_code == 403
+    assert await quantity(api, "KEEP-1") == 8
+    assert await record_status(api) == RestockStatus.FAILED
+
+
+async def test_console_answers_carry_the_security_headers(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    answers = [
+        await browser.get("/console"),  # a redirect
+        await browser.get("/console/login"),
+        await browser.get("/console/static/console.css"),
+        await sign_in(browser, "wrong"),
+    ]
+    await sign_in(browser, WRITER_KEY)
+    answers += [
+        await browser.get("/console"),
+        await browser.get(f"/console/orders/{ORDER}"),
+        await browser.get("/console/orders/354396-20260525-9999999999"),  # 404
+        await browser.get("/console/no-such-page"),
+        await browser.post("/console/skus/KEEP-1", data={"delta": "1"}),  # 403
+    ]
+    for answer in answers:
+        headers = answer.headers
+        assert headers["content-security-policy"].startswith(CSP), answer.url
+        assert "script-src" not in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "same-origin"
+        assert headers["x-content-type-options"] == "nosniff"
+    for answer in answers:
+        if answer.headers.get("content-type", "").startswith("text/html"):
+            assert "<script" not in answer.text
+            assert 'style="' not in answer.text
+            assert '<html lang="ja">' in answer.text
+
+
+async def test_the_api_answers_carry_no_console_headers(api: AsyncClient) -> None:
+    answer = await api.get("/health")
+    assert "content-security-policy" not in answer.headers
+    assert "set-cookie" not in answer.headers
+
+
+async def test_without_keys_the_console_opens_with_a_warning_banner(client: AsyncClient) -> None:
+    page = await client.get("/console")
+    assert page.status_code == 200
+    assert "RESTOCK_API_KEYS" in page.text
+    assert 'class="banner"' in page.text
+    assert (await client.get("/console/login")).headers["location"] == "/console"
+
+
+async def test_without_keys_a_change_records_no_actor_and_asks_who_resolved(
+    client: AsyncClient,
+) -> None:
+    await failed_order(client)
+    page = await client.get(f"/console/orders/{ORDER}")
+    assert "担当者名を入力してください" in page.text
+    token = csrf_of(page)
+    refused = await client.post(
+        f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token}
+    )
+    assert refused.status_code == 422  # resolved_by: nobody signed in to default to
+    resolved = await client.post(
+        f"/console/orders/{ORDER}",
+        data={"note": "済", "resolved_by": "山田", "csrf_token": token},
+    )
+    assert resolved.status_code == 303
+    record = (await client.get(f"/restocks/{ORDER}")).json()
+    assert record["resolution"]["resolved_by"] == "山田"
+    assert record["resolution"]["actor"] is None
+
+
+async def test_the_console_is_not_in_the_openapi_document(keyed_app: FastAPI) -> None:
+    assert not [path for path in keyed_app.openapi()["paths"] if path.startswith("/console")]
+
+
+@pytest.mark.parametrize("fast_routes", [True, False])
+async def test_the_console_answers_alike_with_and_without_the_short_way(
+    database_url: str, db: Database, fast_routes: bool
+) -> None:
+    application = create_app(Settings(database_url=database_url), fast_routes=fast_routes)
+    async with application.router.lifespan_context(application):
+        await empty_tables(db)
+        async with _client(application) as c:
+            await put_stock(c, "A", 3)
+            assert (await c.get("/console")).status_code == 200
+            page = await c.get("/console/skus/A")
+            assert page.status_code == 200
+            done = await c.post(
+                "/console/skus/A",
+                data={"delta": "2", "reason": "棚卸", "csrf_token": csrf_of(page)},
+            )
+            assert done.status_code == 303
+            assert await quantity(c, "A") == 5
+
+
+# --- the pages ---------------------------------------------------------------------------------
+
+
+def test_times_are_shown_in_japan_time_with_the_offset() -> None:
+    assert console.jst(datetime(2026, 5, 25, 10, 0, tzinfo=UTC)) == "2026-05-25 19:00:00 +09:00"
+    assert console.jst(datetime(2026, 5, 25, 15, 30, 5, tzinfo=UTC)) == (
+        "2026-05-26 00:30:05 +09:00"
+    )
+
+
+async def test_the_order_page_tells_the_whole_story_in_japan_time(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await put_stock(api, "KEEP-1", 10)
+    await put_stock(api, "GONE-1", 5)
+    executed = {
+        "order_no": ORDER,
+        "mall": "rakuten",
+        "items": [{"sku": "KEEP-1", "quantity": 2}, {"sku": "GONE-1", "quantity": 1}],
+        "executed_at": "2026-05-25T10:00:00+00:00",
+    }
+    assert (await api.post("/sync-executions", json=executed)).status_code == 201
+    assert (await api.delete("/stock/GONE-1")).status_code == 204
+    await cancel_ok(api, [order(ORDER)])
+    await cancel_ok(api, [order(ORDER)])  # a repeat
+    await sign_in(browser, WRITER_KEY)
+    page = await browser.get(f"/console/orders/{ORDER}")
+    assert page.status_code == 200
+    text = page.text
+    assert "2026-05-25 19:00:00 +09:00" in text  # the sync execution, in JST
+    assert MESSAGE[Code.PRODUCT_NOT_FOUND] in text
+    assert "その後 1 回受信" in text
+    assert text.index("在庫連携で在庫を引き当て") < text.index("在庫戻しの依頼を受信")
+    # the ledger rows that name the order: the sync's deductions
+    assert text.count("在庫連携（受注の引当）") == 2
+    assert write_forms(page) == [f"/console/orders/{ORDER}"] * 3  # two skus, and resolve
+
+
+async def test_the_failures_list_pages_newest_first_and_filters_by_mall(
+    api: AsyncClient, browser: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restock_service.api import console as console_api
+
+    monkeypatch.setattr(console_api, "PAGE_SIZE", 2)
+    await failed_order(api, rakuten(1))
+    for n in range(2, 6):
+        await _another_failure(api, n)
+    await sign_in(browser, READER_KEY)
+    seen: list[str] = []
+    url: str | None = "/console/failures?mall=rakuten"
+    while url:
+        page = await browser.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r">(354396-20260525-\d{10})</a>", page.text)
+        found = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        url = html.unescape(found.group(1)) if found else None
+    assert seen == [rakuten(n) for n in range(5, 0, -1)]
+    assert (await browser.get("/console/failures?mall=amazon")).text.count("354396-") == 0
+    assert (await browser.get("/console/failures?mall=ebay")).status_code == 400
+    assert (await browser.get("/console/failures?cursor=garbage")).status_code == 400
+    home = await browser.get("/console")
+    assert "楽天市場" in home.text and "5件" in home.text
+
+
+async def _another_failure(api: AsyncClient, n: int) -> None:
+    await put_stock(api, "GONE-1", 1)
+    await sync(api, rakuten(n), {"GONE-1": 1})
+    assert (await api.delete("/stock/GONE-1")).status_code == 204
+    await cancel_ok(api, [order(rakuten(n))])
+
+
+async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    page = await browser.get("/console/skus/KEEP-1")
+    token = csrf_of(page)
+    cases = [
+        ({"delta": "0", "reason": "x"}, "delta", "0 以外の数を入力してください。"),
+        ({"delta": "abc", "reason": "x"}, "delta", "整数で入力してください"),
+        ({"delta": "1", "reason": ""}, "reason", "入力してください。"),
+        ({"delta": "1", "reason": "x" * 201}, "reason", "200文字以内で入力してください。"),
+        ({"delta": "1", "reason": "x", "order_no": "-bad"}, "order_no", "受注番号は半角"),
+        ({"delta": "1000000001", "reason": "x"}, "delta", "1,000,000,000 以下の数"),
+    ]
+    for form, field, message in cases:
+        refused = await browser.post("/console/skus/KEEP-1", data={**form, "csrf_token": token})
+        assert refused.status_code == 422, (form, refused.text)
+        error = re.search(rf'<p class="field-error" id="{field}-error">([^<]+)</p>', refused.text)
+        assert error and message in error.group(1), (form, refused.text)
+        assert f'id="{field}" name="{field}"' in refused.text
+        assert 'aria-invalid="true" aria-describedby="' + field + '-error"' in refused.text
+    assert await quantity(api, "KEEP-1") == 8
+
+    # The bound on the quantity an adjustment leaves (the adapters' check).
+    await put_stock(api, "FULL-1", 1_000_000_000)
+    full = {"delta": 1_000_000_000, "reason": "x"}
+    assert (await api.post("/stock/FULL-1/adjustments", json=full)).status_code == 200
+    refused = await browser.post(
+        "/console/skus/FULL-1", data={"delta": "1", "reason": "x", "csrf_token": token}
+    )
+    assert refused.status_code == 422
+    assert "調整後の在庫数が範囲を超えます" in refused.text
+    assert await quantity(api, "FULL-1") == 2_000_000_000
+
+    # From the order page: the sku that is not registered, next to its own form.
+    refused = await browser.post(
+        f"/console/orders/{ORDER}",
+        data={"sku": "GONE-1", "delta": "1", "reason": "x", "order_no": ORDER, "csrf_token": token},
+    )
+    assert refused.status_code == 404
+    assert console.text("sku_not_registered") in refused.text
+    # Full-width digits, as typed on a Japanese keyboard, are numbers.
+    done = await browser.post(
+        f"/console/orders/{ORDER}",
+        data={
+            "sku": "KEEP-1",
+            "delta": "＋２",
+            "reason": "x",
+            "order_no": ORDER,
+            "csrf_token": token,
+        },
+    )
+    assert done.status_code == 303
+    assert await quantity(api, "KEEP-1") == 10
+
+
+async def test_resolving_twice_is_a_conflict_shown_on_the_page(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    token = csrf_of(await browser.get(f"/console/orders/{ORDER}"))
+    first = await browser.post(f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token})
+    assert first.status_code == 303
+    again = await browser.post(f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token})
+    assert again.status_code == 409
+    assert console.text("not_failed", status=console.STATUS_LABEL[RestockStatus.RESOLVED]) in (
+        again.text
+    )
+
+
+async def test_a_writer_works_off_a_failure_and_is_named_as_its_actor(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await put_stock(api, "GONE-1", 0)  # the merchant registers the product again
+    await sign_in(browser, WRITER_KEY)
+    listed = await browser.get("/console/failures")
+    assert ORDER in listed.text
+    page = await browser.get(f"/console/orders/{ORDER}")
+    token = csrf_of(page)
+    adjusted = await browser.post(
+        f"/console/orders/{ORDER}",
+        data={
+            "sku": "GONE-1",
+            "delta": "1",
+            "reason": console.DEFAULT_ADJUSTMENT_REASON,
+            "order_no": ORDER,
+            "csrf_token": token,
+        },
+    )
+    assert adjusted.status_code == 303
+    shown = await browser.get(adjusted.headers["location"])
+    assert "GONE-1 の在庫数を +1 調整しました" in shown.text
+    resolved = await browser.post(
+        f"/console/orders/{ORDER}", data={"note": "手動で加算済み", "csrf_token": token}
+    )
+    assert resolved.status_code == 303
+    assert ORDER not in (await browser.get("/console/failures")).text
+    record = (await api.get(f"/restocks/{ORDER}")).json()
+    assert record["status"] == RestockStatus.RESOLVED
+    assert record["resolution"]["resolved_by"] == WRITER.name
+    assert record["resolution"]["actor"] == WRITER.name
+    movements = (await api.get("/stock/GONE-1/movements")).json()["items"]
+    assert (movements[-1]["reason"], movements[-1]["actor"]) == ("adjustment", WRITER.name)
+    sku_page = await browser.get("/console/skus/GONE-1")
+    row = sku_page.text[sku_page.text.index("手動調整</td>") :]
+    assert WRITER.name in row[: row.index("</tr>")]
+
+
+def test_a_form_adjustment_is_validated_by_the_apis_model() -> None:
+    assert AdjustmentIn.model_validate(
+        console.adjustment_body({"delta": " -３ ", "reason": "棚卸", "order_no": ""})
+    ) == AdjustmentIn(delta=-3, reason="棚卸")
+    with pytest.raises(ValidationError) as refused:
+        AdjustmentIn.model_validate(console.adjustment_body({"delta": "", "reason": ""}))
+    assert set(console.validation_errors(refused.value)) == {"delta", "reason"}
+
+
+def test_sessions_before_sign_in_carry_no_role() -> None:
+    sessions = console.Sessions(b"s", ApiKeys.parse(KEYS), 60)
+    anonymous, cookie = sessions.start(None)
+    assert sessions.read(cookie) == anonymous
+    assert not anonymous.signed_in and not anonymous.may_write
+    assert sessions.csrf_ok(anonymous, sessions.csrf_token(anonymous))
+    assert not sessions.csrf_ok(anonymous, sessions.csrf_token(sessions.start(None)[0]))
+    assert Caller(WRITER.name, Role.WRITER) == WRITER
+    assert timedelta(hours=9) == console.JST.utcoffset(None)
