@@ -20,8 +20,10 @@ from pydantic import ValidationError
 from restock_service import console
 from restock_service.access import ApiKeys, Caller, Role
 from restock_service.api import create_app
+from restock_service.cli import console_url
 from restock_service.config import Settings
 from restock_service.messages import MESSAGE, Code, RestockStatus
+from restock_service.rules import adjustment_refused
 from restock_service.schemas import AdjustmentIn
 from tests.conftest import empty_tables
 from tests.helpers import Database, cancel_ok, order, put_stock, quantity, rakuten, sync
@@ -485,19 +487,32 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
     await sign_in(browser, WRITER_KEY)
     page = await browser.get("/console/skus/KEEP-1")
     token = csrf_of(page)
+    said = console.field_message
     cases = [
-        ({"delta": "0", "reason": "x"}, "delta", "0 以外の数を入力してください。"),
-        ({"delta": "abc", "reason": "x"}, "delta", "整数で入力してください"),
-        ({"delta": "1", "reason": ""}, "reason", "入力してください。"),
-        ({"delta": "1", "reason": "x" * 201}, "reason", "200文字以内で入力してください。"),
-        ({"delta": "1", "reason": "x", "order_no": "-bad"}, "order_no", "受注番号は半角"),
-        ({"delta": "1000000001", "reason": "x"}, "delta", "1,000,000,000 以下の数"),
+        ({"delta": "0", "reason": "x"}, "delta", said("delta", "value_error", {})),
+        ({"delta": "abc", "reason": "x"}, "delta", said("delta", "int_type", {})),
+        ({"delta": "1", "reason": ""}, "reason", said("reason", "string_too_short", {})),
+        (
+            {"delta": "1", "reason": "x" * 201},
+            "reason",
+            said("reason", "string_too_long", {"max_length": 200}),
+        ),
+        (
+            {"delta": "1", "reason": "x", "order_no": "-bad"},
+            "order_no",
+            said("order_no", "string_pattern_mismatch", {}),
+        ),
+        (
+            {"delta": "1000000001", "reason": "x"},
+            "delta",
+            said("delta", "less_than_equal", {"le": 1_000_000_000}),
+        ),
     ]
     for form, field, message in cases:
         refused = await browser.post("/console/skus/KEEP-1", data={**form, "csrf_token": token})
         assert refused.status_code == 422, (form, refused.text)
         error = re.search(rf'<p class="field-error" id="{field}-error">([^<]+)</p>', refused.text)
-        assert error and message in error.group(1), (form, refused.text)
+        assert error and html.unescape(error.group(1)) == message, (form, refused.text)
         assert f'id="{field}" name="{field}"' in refused.text
         assert 'aria-invalid="true" aria-describedby="' + field + '-error"' in refused.text
     assert await quantity(api, "KEEP-1") == 8
@@ -510,7 +525,7 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
         "/console/skus/FULL-1", data={"delta": "1", "reason": "x", "csrf_token": token}
     )
     assert refused.status_code == 422
-    assert "調整後の在庫数が範囲を超えます" in refused.text
+    assert console.problem_errors([adjustment_refused(2_000_000_000, 1)])["delta"] in refused.text
     assert await quantity(api, "FULL-1") == 2_000_000_000
 
     # From the order page: the sku that is not registered, next to its own form.
@@ -572,7 +587,7 @@ async def test_a_writer_works_off_a_failure_and_is_named_as_its_actor(
     )
     assert adjusted.status_code == 303
     shown = await browser.get(adjusted.headers["location"])
-    assert "GONE-1 の在庫数を +1 調整しました" in shown.text
+    assert console.text("adjusted", sku="GONE-1", delta=1, quantity=1) in shown.text
     resolved = await browser.post(
         f"/console/orders/{ORDER}", data={"note": "手動で加算済み", "csrf_token": token}
     )
@@ -607,3 +622,9 @@ def test_sessions_before_sign_in_carry_no_role() -> None:
     assert not sessions.csrf_ok(anonymous, sessions.csrf_token(sessions.start(None)[0]))
     assert Caller(WRITER.name, Role.WRITER) == WRITER
     assert timedelta(hours=9) == console.JST.utcoffset(None)
+
+
+def test_serve_names_the_consoles_address() -> None:
+    assert console_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/console"
+    assert console_url("0.0.0.0", 9000) == "http://127.0.0.1:9000/console"
+    assert console_url("::1", 8000) == "http://[::1]:8000/console"

@@ -54,6 +54,10 @@ def test_demo_prints_the_merchants_screen_and_runs_again_on_the_same_database(
             failure_line(removed_order, MESSAGE[Code.PRODUCT_NOT_FOUND]),
         ]
         assert "TSHIRT-RED-M: 8 → 10" in printed
+        # It ends where the failure is worked off: the order's page on the console.
+        assert printed.splitlines()[-1].strip() == (
+            f"http://127.0.0.1:8000/console/orders/{removed_order}"
+        )
         assert "NOT as expected" not in printed
 
         order_nos = {order_no for order_no, _ in rows}

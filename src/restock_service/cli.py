@@ -59,6 +59,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"restock-service: {problem}", file=sys.stderr)
         return 1
+    print(f"console: {console_url(args.host, args.port)}", flush=True)
     uvicorn.run(
         "restock_service.api:create_app",
         factory=True,
@@ -71,6 +72,15 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
     return 0
+
+
+def console_url(host: str, port: int) -> str:
+    """Where a browser on this host finds the operations console."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/console"
 
 
 def openapi() -> None:

@@ -58,6 +58,8 @@ ORDERS = (
     Order("its product was removed", {REMOVED_SKU: 1}, Code.PRODUCT_NOT_FOUND),
 )
 REPEATED = 2  # restocked alone first, so that the batch repeats it
+FAILED = 3  # its product was removed: the failure to work off on the console
+CONSOLE = "http://127.0.0.1:8000/console"  # where `make run` serves the console
 # Stock just before the batch → just after it (None: the sku is not registered).
 EXPECTED_STOCK: dict[str, tuple[int | None, int | None]] = {
     "TSHIRT-RED-M": (8, 10),
@@ -165,6 +167,10 @@ async def _demo(client: httpx.AsyncClient, settings: Settings, out: TextIO) -> i
             print(f"  {line}", file=out)
         return 1
     print("As expected: " + ", ".join(o.expected for o in ORDERS), file=out)
+    failed = run.order_nos[FAILED]
+    print(file=out)
+    print(f"Work off the failed order {failed} on the console (`make run` serves it):", file=out)
+    print(f"  {CONSOLE}/orders/{failed}", file=out)
     return 0
 
 
