@@ -104,7 +104,7 @@ async def record_status(api: AsyncClient, order_no: str = ORDER) -> str:
 def write_forms(page: Response) -> list[str]:
     """The actions of the page's forms that write (sign-out aside)."""
     actions = re.findall(r'<form method="post" action="([^"]+)"', page.text)
-    return [a for a in actions if a != "/console/logout"]
+    return [a.split("#")[0] for a in actions if a != "/console/logout"]
 
 
 # --- who may see what ----------------------------------------------------------------------

@@ -242,7 +242,9 @@ def _not_found(request: Request, session: Session, message: str) -> NoReturn:
 
 
 def _redirect(url: str, **query: str) -> RedirectResponse:
-    return RedirectResponse(url + ("?" + urlencode(query) if query else ""), status_code=303)
+    """303 to ``url``; the outcome of a write goes in its query, shown at the top."""
+    target = url + ("?" + urlencode(query) if query else "") + ("#top" if "done" in query else "")
+    return RedirectResponse(target, status_code=303)
 
 
 # --- pages -------------------------------------------------------------------------------------
