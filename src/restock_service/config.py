@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         default=False, description="uvicorn's line per request (metrics count requests too)."
     )
     api_keys: SecretStr = Field(
-        default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
+        default=SecretStr(""),
+        description='"key1:writer,key2:reader", or [{"name":…,"key":…,"role":…}]; empty: no auth.',
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(
