@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -99,6 +100,20 @@ def database_url(
         return
     with migrated_pg_database(request.getfixturevalue("pg_admin_dsn")) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each backend with nothing in it, not even a schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin = request.getfixturevalue("pg_admin_dsn")
+    name, url = throwaway_pg_database(admin)
+    try:
+        yield url
+    finally:
+        drop_pg_database(admin, name)
 
 
 @pytest.fixture

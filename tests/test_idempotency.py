@@ -416,7 +416,7 @@ async def test_a_5xx_answer_is_not_stored_and_the_claim_is_released(
     claim = new_claim("", "k", b"f" * 32, now, lock_s=30, ttl_s=60)
 
     async def work() -> Answer:
-        await store.adjust_stock("A", 5, "x", None, now, limit=10**9)  # then it fails
+        await store.adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)  # then it fails
         return Answer(503, "application/problem+json", b"{}")
 
     outcome = await idempotency.once(store, claim, now, work)
@@ -439,7 +439,7 @@ async def test_a_request_whose_claim_was_taken_over_commits_nothing(
     assert await store.claim_key(takeover, later) is None  # the slow one's claim lapsed
 
     async def work() -> Answer:
-        await store.adjust_stock("A", 5, "x", None, now, limit=10**9)
+        await store.adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)
         return Answer(201, "application/json", b"{}")
 
     assert await store.keyed(slow, work) is None

@@ -46,7 +46,17 @@ RECORD_KEYS = {
     "repeat_requests",
     "resolution",
 }
-MOVEMENT_KEYS = {"id", "sku", "delta", "quantity_after", "reason", "order_no", "at", "note"}
+MOVEMENT_KEYS = {
+    "id",
+    "sku",
+    "delta",
+    "quantity_after",
+    "reason",
+    "order_no",
+    "at",
+    "note",
+    "actor",
+}
 CHANGE_KEYS = {"sku", "quantity", "deleted", "changed_at"}
 
 
@@ -440,7 +450,7 @@ async def test_resolution_settles_a_failed_record_and_changes_no_stock(
     assert body["status"] == "resolved"
     assert body["code"] == kind
     assert body["message"] == MESSAGE[kind]
-    assert set(body["resolution"]) == {"note", "resolved_by", "resolved_at"}
+    assert set(body["resolution"]) == {"note", "resolved_by", "resolved_at", "actor"}  # v1.2
     assert body["resolution"]["note"] == RESOLUTION["note"]
     assert body["resolution"]["resolved_by"] == RESOLUTION["resolved_by"]
     resolved_at = at(body["resolution"]["resolved_at"])

@@ -101,7 +101,7 @@ async def _restock(
 
     store.pool = wrapped  # type: ignore[method-assign]
     try:
-        return await store.restock(Mall.RAKUTEN, order_nos, datetime.now(UTC))
+        return await store.restock(Mall.RAKUTEN, order_nos, datetime.now(UTC), actor=None)
     finally:
         await pool.close()
 

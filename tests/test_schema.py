@@ -1,10 +1,7 @@
 """The Alembic migrations are the schema: they run on both dialects and match the tables."""
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -14,7 +11,6 @@ from restock_service.config import Settings
 from restock_service.engine import create_engine
 from restock_service.migrations import alembic_config, head_revision
 from restock_service.tables import metadata
-from tests.conftest import drop_pg_database, throwaway_pg_database
 
 
 def _schema_diff(database_url: str) -> list[object]:
@@ -35,19 +31,6 @@ def _schema_diff(database_url: str) -> list[object]:
 
 def test_tables_and_migrations_agree(database_url: str) -> None:
     assert _schema_diff(database_url) == []
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    admin = request.getfixturevalue("pg_admin_dsn")
-    name, url = throwaway_pg_database(admin)
-    try:
-        yield url
-    finally:
-        drop_pg_database(admin, name)
 
 
 def test_migrations_go_down_to_nothing_and_up_again(empty_database_url: str) -> None:

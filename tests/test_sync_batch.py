@@ -529,10 +529,10 @@ async def arrive_together(
                 await pool.release(connection)
         record = store.record_sync_executions
 
-        async def gated(executions: Any, now: Any, record: Any = record) -> Any:
+        async def gated(executions: Any, now: Any, record: Any = record, **kw: Any) -> Any:
             async with asyncio.timeout(10):
                 await gate.wait()
-            return await record(executions, now)
+            return await record(executions, now, **kw)
 
         monkeypatch.setattr(store, "record_sync_executions", gated)
 

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         default=False, description="uvicorn's line per request (metrics count requests too)."
     )
     api_keys: SecretStr = Field(
-        default=SecretStr(""), description='"key1:writer,key2:reader"; empty: no auth.'
+        default=SecretStr(""),
+        description='"key1:writer,key2:reader", or [{"name":…,"key":…,"role":…}]; empty: no auth.',
     )
     console_secret: SecretStr = Field(
         default=SecretStr(""),

@@ -24,7 +24,9 @@ from restock_service.store import Store
 log = logging.getLogger(__name__)
 
 
-async def restock_batch(store: Store, request: RestockRequest, now: datetime) -> BatchResult:
+async def restock_batch(
+    store: Store, request: RestockRequest, now: datetime, *, actor: str | None
+) -> BatchResult:
     """Decide each order of ``request`` and restore the ones rule 8 allows, atomically."""
     problems = order_no_problems(
         request.mall,
@@ -36,7 +38,7 @@ async def restock_batch(store: Store, request: RestockRequest, now: datetime) ->
     candidates = [o.order_no for o in request.orders if o.mall_cancel_succeeded]
     decided: dict[str, Decision] = {}
     if request.restore_stock and candidates:
-        decided = await store.restock(request.mall, candidates, now)
+        decided = await store.restock(request.mall, candidates, now, actor=actor)
 
     results = tuple(
         OrderResult(
@@ -111,10 +113,12 @@ async def list_restocks(
 
 
 async def resolve_restock(
-    store: Store, order_no: str, resolution: ResolutionIn, now: datetime
+    store: Store, order_no: str, resolution: ResolutionIn, now: datetime, *, actor: str | None
 ) -> RestockRecordOut:
     """Mark a failed restock as settled by hand; stock is not touched."""
-    settled = await store.resolve_restock(order_no, resolution.note, resolution.resolved_by, now)
+    settled = await store.resolve_restock(
+        order_no, resolution.note, resolution.resolved_by, now, actor=actor
+    )
     if settled is None:
         raise NotFound(f"no restock is recorded for order {order_no}")
     if isinstance(settled, RestockStatus):

@@ -227,6 +227,9 @@ class Resolution(BaseModel):
     note: str
     resolved_by: str
     resolved_at: datetime
+    actor: str | None = Field(
+        default=None, description="The name of the API key that resolved it (v1.2)."
+    )
 
 
 class RestockRecordOut(BaseModel):
@@ -259,6 +262,10 @@ class MovementOut(BaseModel):
     order_no: str | None
     at: datetime
     note: str | None = Field(description="An adjustment's reason; null otherwise.")
+    actor: str | None = Field(
+        description="The name of the API key that made it; null without keys, and on rows "
+        "older than actors."
+    )
 
 
 class MovementPage(BaseModel):

@@ -27,9 +27,11 @@ from restock_service.schemas import (
 from restock_service.store import LedgerPosition, Store
 
 
-async def set_quantity(store: Store, sku: str, quantity: int, now: datetime) -> StockOut:
+async def set_quantity(
+    store: Store, sku: str, quantity: int, now: datetime, *, actor: str | None
+) -> StockOut:
     """Register ``sku`` or set its quantity, writing the difference to the ledger."""
-    return await store.set_stock(sku, quantity, now)
+    return await store.set_stock(sku, quantity, now, actor=actor)
 
 
 async def get_stock(store: Store, sku: str) -> StockOut:
@@ -39,17 +41,19 @@ async def get_stock(store: Store, sku: str) -> StockOut:
     return found
 
 
-async def delete_stock(store: Store, sku: str, now: datetime) -> None:
+async def delete_stock(store: Store, sku: str, now: datetime, *, actor: str | None) -> None:
     """Remove ``sku`` from the inventory sync; the ledger takes its quantity down to zero."""
-    if not await store.delete_stock(sku, now):
+    if not await store.delete_stock(sku, now, actor=actor):
         raise NotFound(f"sku {sku!r} is not registered")
 
 
-async def adjust_stock(store: Store, sku: str, adjustment: AdjustmentIn, now: datetime) -> StockOut:
+async def adjust_stock(
+    store: Store, sku: str, adjustment: AdjustmentIn, now: datetime, *, actor: str | None
+) -> StockOut:
     """The merchant's manual adjustment (在庫連携で手動調整), written to the ledger."""
     adjusted = await store.adjust_stock(
         sku, adjustment.delta, adjustment.reason, adjustment.order_no, now,
-        limit=ADJUSTED_QUANTITY_LIMIT,
+        limit=ADJUSTED_QUANTITY_LIMIT, actor=actor,
     )  # fmt: skip
     if adjusted is None:
         raise NotFound(f"sku {sku!r} is not registered")
@@ -73,13 +77,13 @@ def _execution_problems(
 
 
 async def record_sync_execution(
-    store: Store, execution: SyncExecutionIn, now: datetime
+    store: Store, execution: SyncExecutionIn, now: datetime, *, actor: str | None
 ) -> SyncExecutionOut:
     """Record that the inventory sync processed an order, and deduct its lines from stock."""
     problems = _execution_problems(execution)
     if problems:
         raise InvalidRequest(problems)
-    (decision,) = await store.record_sync_executions([execution], now)
+    (decision,) = await store.record_sync_executions([execution], now, actor=actor)
     if decision.code is SyncCode.ALREADY_RECORDED:
         raise Conflict(f"order {execution.order_no} already has a sync execution")
     if decision.code is SyncCode.SKU_NOT_REGISTERED:
@@ -99,7 +103,9 @@ async def record_sync_execution(
     )
 
 
-async def record_sync_batch(store: Store, batch: SyncBatchIn, now: datetime) -> SyncBatchOut:
+async def record_sync_batch(
+    store: Store, batch: SyncBatchIn, now: datetime, *, actor: str | None
+) -> SyncBatchOut:
     """Record many processed orders at once; each is decided and applied on its own."""
     problems = [
         problem
@@ -111,7 +117,9 @@ async def record_sync_batch(store: Store, batch: SyncBatchIn, now: datetime) -> 
     )
     if problems:
         raise InvalidRequest(problems)
-    decisions: list[SyncDecision] = await store.record_sync_executions(batch.executions, now)
+    decisions: list[SyncDecision] = await store.record_sync_executions(
+        batch.executions, now, actor=actor
+    )
     return SyncBatchOut.of(decisions)
 
 

@@ -68,6 +68,7 @@ stock_movements = sa.Table(
     # The writing transaction's id on PostgreSQL (0 on SQLite): the change feed's order.
     sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("note", sa.String(200), nullable=True),
+    sa.Column("actor", sa.String(64), nullable=True),  # the API key's name; null: none
     sa.CheckConstraint(
         "reason IN ('set', 'sync_execution', 'restock', 'adjustment', 'delete')", name="reason"
     ),
@@ -113,10 +114,18 @@ restocks = sa.Table(
     sa.Column("resolution_note", sa.String(1000), nullable=True),
     sa.Column("resolved_by", sa.String(100), nullable=True),
     sa.Column("resolved_at", UTCDateTime, nullable=True),
+    sa.Column("resolved_actor", sa.String(64), nullable=True),
     sa.CheckConstraint(f"mall IN {MALLS}", name="mall"),
     sa.CheckConstraint("status IN ('restored', 'failed', 'resolved')", name="status"),
     sa.CheckConstraint("code IN ('restored', 'mall_mismatch', 'product_not_found')", name="code"),
     sa.Index("ix_restocks_requested_at_order_no", "requested_at", "order_no"),
+    sa.Index(
+        "ix_restocks_failed",
+        "requested_at",
+        "order_no",
+        postgresql_where=sa.text("status = 'failed'"),
+        sqlite_where=sa.text("status = 'failed'"),
+    ),
 )
 
 restock_lines = sa.Table(

@@ -5,6 +5,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 
+from restock_service.access import Caller
+from restock_service.api.middleware import CALLER
 from restock_service.metrics import Metrics
 from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
 from restock_service.store import Store
@@ -21,12 +23,19 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_actor(request: Request) -> str | None:
+    """The name of the API key that sent the request (None when no keys are configured)."""
+    caller: Caller | None = request.scope.get(CALLER)
+    return caller.name if caller is not None else None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 DB = Annotated[Store, Depends(get_store)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
+Actor = Annotated[str | None, Depends(get_actor)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the previous page.")

@@ -25,6 +25,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
+CONSOLE = "/console"
 CALLER = "restock.caller"  # the scope's key for the access.Caller of a request
 _REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 OPEN_PATHS = frozenset(
@@ -72,6 +73,11 @@ new_request_id = _RequestIds()
 os.register_at_fork(after_in_child=new_request_id.restart)  # a forked worker gets its own
 
 
+def _console(path: str) -> bool:
+    """The console's pages, which check their own signed-in session instead of a bearer key."""
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
 class Gate:
     """What every request passes before routing, in one pure ASGI layer, in this order:
 
@@ -79,7 +85,8 @@ class Gate:
        line of the request carries it, and the answer echoes it;
     2. its timing: counted and timed by route template (``unmatched`` before routing);
     3. the key check, with keys configured: 401 without a valid bearer key, 403 for a
-       reader that writes; the caller is noted in the scope;
+       reader that writes; the caller is noted in the scope (not for the console's pages,
+       which sign their users in);
     4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it.
 
     One layer, not four nested ones: each layer costs every request a coroutine and a
@@ -139,7 +146,8 @@ class Gate:
     def _refusal(self, scope: Scope) -> Response | None:
         """The answer that refuses the request from its headers alone, if any. A caller
         with a valid key is noted in the scope (``CALLER``)."""
-        if self.keys.enabled and scope["path"] not in OPEN_PATHS:
+        path: str = scope["path"]
+        if self.keys.enabled and path not in OPEN_PATHS and not _console(path):
             scheme, _, presented = (header(scope, b"authorization") or b"").partition(b" ")
             caller = None
             if scheme.lower() == b"bearer":

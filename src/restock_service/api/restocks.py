@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from restock_service import restock
 from restock_service.api.deps import (
     DB,
+    Actor,
     AppMetrics,
     Cursor,
     Limit,
@@ -26,9 +27,11 @@ router = APIRouter(tags=["restocks"], route_class=FastRoute)
 
 
 @router.post("/restocks", operation_id="createRestocks", responses=problems())
-async def create_restocks(body: RestockRequest, db: DB, metrics: AppMetrics) -> RestockBatchOut:
+async def create_restocks(
+    body: RestockRequest, db: DB, metrics: AppMetrics, actor: Actor
+) -> RestockBatchOut:
     """Restore each cancelled order's synced stock, at most once per order."""
-    batch = await restock.restock_batch(db, body, utcnow())
+    batch = await restock.restock_batch(db, body, utcnow(), actor=actor)
     metrics.count_orders(batch)
     return RestockBatchOut.of(batch)
 
@@ -56,6 +59,8 @@ async def get_restock(order_no: OrderNoPath, db: DB) -> RestockRecordOut:
     operation_id="resolveRestock",
     responses=problems(404, 409),
 )
-async def resolve_restock(order_no: OrderNoPath, body: ResolutionIn, db: DB) -> RestockRecordOut:
+async def resolve_restock(
+    order_no: OrderNoPath, body: ResolutionIn, db: DB, actor: Actor
+) -> RestockRecordOut:
     """Mark a failed restock as settled by hand; changes no stock."""
-    return await restock.resolve_restock(db, order_no, body, utcnow())
+    return await restock.resolve_restock(db, order_no, body, utcnow(), actor=actor)

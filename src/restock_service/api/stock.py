@@ -3,7 +3,16 @@
 from fastapi import APIRouter, Response, status
 
 from restock_service import stock
-from restock_service.api.deps import DB, Cursor, Limit, OrderNoPath, SkuPath, problems, utcnow
+from restock_service.api.deps import (
+    DB,
+    Actor,
+    Cursor,
+    Limit,
+    OrderNoPath,
+    SkuPath,
+    problems,
+    utcnow,
+)
 from restock_service.api.routing import FastRoute
 from restock_service.schemas import (
     AdjustmentIn,
@@ -21,9 +30,9 @@ router = APIRouter(route_class=FastRoute)
 
 
 @router.put("/stock/{sku}", operation_id="putStock", tags=["stock"], responses=problems())
-async def put_stock(sku: SkuPath, body: StockPut, db: DB) -> StockOut:
+async def put_stock(sku: SkuPath, body: StockPut, db: DB, actor: Actor) -> StockOut:
     """Register a sku, or set its quantity."""
-    return await stock.set_quantity(db, sku, body.quantity, utcnow())
+    return await stock.set_quantity(db, sku, body.quantity, utcnow(), actor=actor)
 
 
 @router.get("/stock/{sku}", operation_id="getStock", tags=["stock"], responses=problems(404))
@@ -40,9 +49,9 @@ async def get_stock(sku: SkuPath, db: DB) -> StockOut:
     response_class=Response,
     responses=problems(404),
 )
-async def delete_stock(sku: SkuPath, db: DB) -> None:
+async def delete_stock(sku: SkuPath, db: DB, actor: Actor) -> None:
     """Remove a sku from the inventory sync."""
-    await stock.delete_stock(db, sku, utcnow())
+    await stock.delete_stock(db, sku, utcnow(), actor=actor)
 
 
 @router.post(
@@ -51,9 +60,9 @@ async def delete_stock(sku: SkuPath, db: DB) -> None:
     tags=["stock"],
     responses=problems(404),
 )
-async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB) -> StockOut:
+async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB, actor: Actor) -> StockOut:
     """Adjust a sku's quantity by hand (在庫連携で手動調整)."""
-    return await stock.adjust_stock(db, sku, body, utcnow())
+    return await stock.adjust_stock(db, sku, body, utcnow(), actor=actor)
 
 
 @router.get(
@@ -86,9 +95,9 @@ async def stock_changes(
     status_code=status.HTTP_201_CREATED,
     responses=problems(409),
 )
-async def create_sync_execution(body: SyncExecutionIn, db: DB) -> SyncExecutionOut:
+async def create_sync_execution(body: SyncExecutionIn, db: DB, actor: Actor) -> SyncExecutionOut:
     """Record a sync execution and deduct its lines from stock, in one transaction."""
-    return await stock.record_sync_execution(db, body, utcnow())
+    return await stock.record_sync_execution(db, body, utcnow(), actor=actor)
 
 
 @router.post(
@@ -97,9 +106,9 @@ async def create_sync_execution(body: SyncExecutionIn, db: DB) -> SyncExecutionO
     tags=["sync executions"],
     responses=problems(),
 )
-async def create_sync_executions(body: SyncBatchIn, db: DB) -> SyncBatchOut:
+async def create_sync_executions(body: SyncBatchIn, db: DB, actor: Actor) -> SyncBatchOut:
     """Record many sync executions; each order is recorded, or left alone, on its own."""
-    return await stock.record_sync_batch(db, body, utcnow())
+    return await stock.record_sync_batch(db, body, utcnow(), actor=actor)
 
 
 @router.get(

@@ -55,9 +55,12 @@ class Store(KeyStore, Protocol):
 
     settings: Settings
 
+    # Every write records its ``actor``: the name of the API key that made it (None without
+    # keys), on each ledger row and on a resolution.
+
     # Restocks
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime
+        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
     ) -> dict[str, Decision]:
         """Decide rules 3 to 8 for orders whose mall cancel succeeded; apply each once."""
 
@@ -70,30 +73,49 @@ class Store(KeyStore, Protocol):
         mall: Mall | None,
         after: tuple[datetime, str] | None,
         limit: int,
+        newest_first: bool = False,
     ) -> list[RestockRecordOut]:
-        """Records oldest ``requested_at`` first, after the keyset position ``after``."""
+        """Records oldest ``requested_at`` first (or newest first), after the keyset position
+        ``after``."""
+
+    async def failure_counts(self) -> dict[Mall, int]:
+        """How many restocks are failed (not resolved), by mall."""
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime
+        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
     ) -> RestockRecordOut | RestockStatus | None:
         """The settled record; or, when it was not failed, its status; None when absent."""
 
     # Stock
-    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut: ...
+    async def set_stock(
+        self, sku: str, quantity: int, now: datetime, *, actor: str | None
+    ) -> StockOut: ...
 
     async def stock(self, sku: str) -> StockOut | None: ...
 
-    async def delete_stock(self, sku: str, now: datetime) -> bool:
+    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
         """False when the sku is not registered."""
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+        self,
+        sku: str,
+        delta: int,
+        note: str,
+        order_no: str | None,
+        now: datetime,
+        *,
+        limit: int,
+        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         """The stock after the adjustment and True; the stock as it stands and False when
         the quantity would pass ``limit`` either way; None when the sku is not registered."""
 
     async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
         """A page of the sku's ledger; None for a sku that never existed."""
+
+    async def order_movements(self, order_no: str) -> list[MovementOut]:
+        """The ledger rows that name the order, on the skus of its sync execution and its
+        restock, oldest first."""
 
     async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
         """Ledger rows after a feed position that no later commit can precede."""
@@ -103,7 +125,7 @@ class Store(KeyStore, Protocol):
 
     # Sync executions
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime
+        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
     ) -> list[SyncDecision]:
         """Record each execution that rules.decide_sync records; decisions in request order."""
 
@@ -164,6 +186,7 @@ def _record(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> Re
             note=record["resolution_note"],
             resolved_by=record["resolved_by"],
             resolved_at=utc(resolved_at),
+            actor=record["resolved_actor"],
         )
         if resolved_at is not None
         else None,

@@ -144,21 +144,27 @@ class PostgresStore:
     # --- restocks --------------------------------------------------------------------------
 
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime
+        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
     ) -> dict[str, Decision]:
         """Usually one statement: restock_load_or_restore reads and, when every order is
         restorable, restores. Otherwise restock_write writes what the rules decided; when
         what they read has moved, the unit is run again from the read."""
         if not order_nos:
             return {}
-        return await self._runner.run(lambda: self._restock(mall, order_nos, now), _sqlstate)
+        return await self._runner.run(lambda: self._restock(mall, order_nos, now, actor), _sqlstate)
 
     async def _restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime
+        self, mall: Mall, order_nos: Sequence[str], now: datetime, actor: str | None
     ) -> dict[str, Decision]:
         rows = await self._fetch_once(
             "restock_load_or_restore",
-            {"order_nos": list(order_nos), "mall": mall.value, "now": now, "reason": "restock"},
+            {
+                "order_nos": list(order_nos),
+                "mall": mall.value,
+                "now": now,
+                "reason": "restock",
+                "actor": actor,
+            },
         )
         recorded: dict[str, RestockStatus] = {}
         malls: dict[str, Mall] = {}
@@ -199,6 +205,7 @@ class PostgresStore:
                 "mall": mall.value,
                 "now": now,
                 "reason": "restock",
+                "actor": actor,
                 "new_order_nos": new_order_nos,
                 "new_statuses": [RECORDED_STATUS[new[n].code].value for n in new_order_nos],
                 "new_codes": [new[n].code.value for n in new_order_nos],
@@ -245,9 +252,10 @@ class PostgresStore:
         mall: Mall | None,
         after: tuple[datetime, str] | None,
         limit: int,
+        newest_first: bool = False,
     ) -> list[RestockRecordOut]:
         rows = await self.fetch(
-            "restock_records",
+            "restock_records_newest" if newest_first else "restock_records",
             status=status.value if status else None,
             mall=mall.value if mall else None,
             after_at=after[0] if after else None,
@@ -257,10 +265,15 @@ class PostgresStore:
         return restock_records(rows)
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime
+        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
     ) -> RestockRecordOut | RestockStatus | None:
         (row,) = await self.fetch(
-            "restock_resolve", order_no=order_no, note=note, resolved_by=resolved_by, now=now
+            "restock_resolve",
+            order_no=order_no,
+            note=note,
+            resolved_by=resolved_by,
+            now=now,
+            actor=actor,
         )
         if not row["settled"]:
             return None if row["status"] is None else RestockStatus(row["status"])
@@ -268,19 +281,29 @@ class PostgresStore:
 
     # --- stock -----------------------------------------------------------------------------
 
-    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut:
-        (row,) = await self.fetch("stock_set", sku=sku, quantity=quantity, now=now)
+    async def set_stock(
+        self, sku: str, quantity: int, now: datetime, *, actor: str | None
+    ) -> StockOut:
+        (row,) = await self.fetch("stock_set", sku=sku, quantity=quantity, now=now, actor=actor)
         return StockOut(**row)
 
     async def stock(self, sku: str) -> StockOut | None:
         rows = await self.fetch("stock_get", sku=sku)
         return StockOut(**rows[0]) if rows else None
 
-    async def delete_stock(self, sku: str, now: datetime) -> bool:
-        return bool(await self.fetch("stock_delete", sku=sku, now=now))
+    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
+        return bool(await self.fetch("stock_delete", sku=sku, now=now, actor=actor))
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+        self,
+        sku: str,
+        delta: int,
+        note: str,
+        order_no: str | None,
+        now: datetime,
+        *,
+        limit: int,
+        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         rows = await self.fetch(
             "stock_adjust",
@@ -290,6 +313,7 @@ class PostgresStore:
             order_no=order_no,
             now=now,
             limit=limit,
+            actor=actor,
         )
         if not rows:
             return None
@@ -301,6 +325,14 @@ class PostgresStore:
         if not rows and not (await self.fetch("stock_ever_registered", sku=sku))[0][0]:
             return None
         return [MovementOut(**row) for row in rows]
+
+    async def order_movements(self, order_no: str) -> list[MovementOut]:
+        rows = await self.fetch("order_movements", order_no=order_no)
+        return [MovementOut(**row) for row in rows]
+
+    async def failure_counts(self) -> dict[Mall, int]:
+        rows = await self.fetch("failure_counts")
+        return {Mall(row["mall"]): row["failures"] for row in rows}
 
     async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
         rows = await self.fetch(
@@ -315,7 +347,7 @@ class PostgresStore:
     # --- sync executions -------------------------------------------------------------------
 
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime
+        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
     ) -> list[SyncDecision]:
         """One statement for the whole batch (sync_record.sql); the rules name each result."""
         items = [(e.order_no, i) for e in executions for i in e.items]
@@ -324,6 +356,7 @@ class PostgresStore:
             "sync_record",
             now=now,
             reason="sync_execution",
+            actor=actor,
             order_nos=[e.order_no for e in executions],
             malls=[e.mall.value for e in executions],
             executed_ats=[e.executed_at or now for e in executions],

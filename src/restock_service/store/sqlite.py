@@ -9,7 +9,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
@@ -70,6 +70,23 @@ from restock_service.tables import (
 
 T = TypeVar("T")
 
+_MOVEMENT = sa.select(
+    *(
+        stock_movements.c[name]
+        for name in (
+            "id",
+            "sku",
+            "delta",
+            "quantity_after",
+            "reason",
+            "order_no",
+            "at",
+            "note",
+            "actor",
+        )
+    )
+)  # the columns of a MovementOut
+
 
 def _one_of(column: sa.ColumnElement[str], values: Iterable[str]) -> sa.ColumnElement[bool]:
     """``column IN values`` as one bound parameter (a JSON array), whatever their number."""
@@ -121,7 +138,7 @@ class SqliteStore:
     # --- restocks --------------------------------------------------------------------------
 
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime
+        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
     ) -> dict[str, Decision]:
         async def work(conn: AsyncConnection) -> dict[str, Decision]:
             recorded, snapshots = await _load(conn, order_nos)
@@ -131,7 +148,7 @@ class SqliteStore:
             new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
             await _insert_records(conn, mall, new, now)
             moves = restock_moves([n for n in order_nos if n in new], new)
-            await _move_stock(conn, moves, registered, reason="restock", at=now)
+            await _move_stock(conn, moves, registered, reason="restock", at=now, actor=actor)
             repeats = sorted(n for n in order_nos if n in recorded)
             if repeats:
                 await conn.execute(
@@ -159,29 +176,33 @@ class SqliteStore:
         mall: Mall | None,
         after: tuple[datetime, str] | None,
         limit: int,
+        newest_first: bool = False,
     ) -> list[RestockRecordOut]:
         page = sa.select(restocks.c.order_no)
         if status is not None:
             page = page.where(restocks.c.status == status.value)
         if mall is not None:
             page = page.where(restocks.c.mall == mall.value)
+        position = sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
         if after is not None:
-            page = page.where(
-                sa.tuple_(restocks.c.requested_at, restocks.c.order_no)
-                > sa.tuple_(
-                    sa.bindparam(None, after[0], type_=UTCDateTime),
-                    sa.bindparam(None, after[1], type_=sa.String),
-                )
+            mark = sa.tuple_(
+                sa.bindparam(None, after[0], type_=UTCDateTime),
+                sa.bindparam(None, after[1], type_=sa.String),
             )
-        page = page.order_by(restocks.c.requested_at, restocks.c.order_no).limit(limit)
+            page = page.where(position < mark if newest_first else position > mark)
+        order: tuple[sa.ColumnElement[Any], ...] = (restocks.c.requested_at, restocks.c.order_no)
+        if newest_first:
+            order = (restocks.c.requested_at.desc(), restocks.c.order_no.desc())
+        page = page.order_by(*order).limit(limit)
 
         async def work(conn: AsyncConnection) -> list[RestockRecordOut]:
-            return await _with_lines(conn, restocks.c.order_no.in_(page.scalar_subquery()))
+            which = restocks.c.order_no.in_(page.scalar_subquery())
+            return await _with_lines(conn, which, newest_first=newest_first)
 
         return await self.read(work)
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime
+        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
     ) -> RestockRecordOut | RestockStatus | None:
         async def work(conn: AsyncConnection) -> RestockRecordOut | RestockStatus | None:
             status = (
@@ -199,6 +220,7 @@ class SqliteStore:
                     resolution_note=note,
                     resolved_by=resolved_by,
                     resolved_at=now,
+                    resolved_actor=actor,
                 )
             )
             return (await _with_lines(conn, restocks.c.order_no == order_no))[0]
@@ -207,7 +229,9 @@ class SqliteStore:
 
     # --- stock -----------------------------------------------------------------------------
 
-    async def set_stock(self, sku: str, quantity: int, now: datetime) -> StockOut:
+    async def set_stock(
+        self, sku: str, quantity: int, now: datetime, *, actor: str | None
+    ) -> StockOut:
         async def work(conn: AsyncConnection) -> StockOut:
             before = await _quantities(conn, [sku])
             statement = insert(stock).values(
@@ -219,7 +243,8 @@ class SqliteStore:
                     set_={"quantity": quantity, "updated_at": now},
                 )
             )
-            await _ledger(conn, sku, quantity - before.get(sku, 0), quantity, "set", now)
+            delta = quantity - before.get(sku, 0)
+            await _ledger(conn, sku, delta, quantity, "set", now, actor=actor)
             return StockOut(sku=sku, quantity=quantity, updated_at=now)
 
         return await self.write(work)
@@ -237,7 +262,7 @@ class SqliteStore:
 
         return await self.read(work)
 
-    async def delete_stock(self, sku: str, now: datetime) -> bool:
+    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
         async def work(conn: AsyncConnection) -> bool:
             quantity = (
                 await conn.execute(
@@ -246,13 +271,21 @@ class SqliteStore:
             ).scalar_one_or_none()
             if quantity is None:
                 return False
-            await _ledger(conn, sku, -quantity, 0, "delete", now)
+            await _ledger(conn, sku, -quantity, 0, "delete", now, actor=actor)
             return True
 
         return await self.write(work)
 
     async def adjust_stock(
-        self, sku: str, delta: int, note: str, order_no: str | None, now: datetime, *, limit: int
+        self,
+        sku: str,
+        delta: int,
+        note: str,
+        order_no: str | None,
+        now: datetime,
+        *,
+        limit: int,
+        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         async def work(conn: AsyncConnection) -> tuple[StockOut, bool] | None:
             row = (
@@ -268,7 +301,7 @@ class SqliteStore:
             await conn.execute(
                 sa.update(stock).where(stock.c.sku == sku).values(quantity=after, updated_at=now)
             )
-            await _ledger(conn, sku, delta, after, "adjustment", now, order_no, note)
+            await _ledger(conn, sku, delta, after, "adjustment", now, order_no, note, actor=actor)
             return StockOut(sku=sku, quantity=after, updated_at=now), True
 
         return await self.write(work)
@@ -279,19 +312,7 @@ class SqliteStore:
         async def work(conn: AsyncConnection) -> list[MovementOut] | None:
             rows = (
                 await conn.execute(
-                    sa.select(
-                        m.c.id,
-                        m.c.sku,
-                        m.c.delta,
-                        m.c.quantity_after,
-                        m.c.reason,
-                        m.c.order_no,
-                        m.c.at,
-                        m.c.note,
-                    )
-                    .where(m.c.sku == sku, m.c.id > after_id)
-                    .order_by(m.c.id)
-                    .limit(limit)
+                    _MOVEMENT.where(m.c.sku == sku, m.c.id > after_id).order_by(m.c.id).limit(limit)
                 )
             ).all()
             if not rows:
@@ -300,6 +321,34 @@ class SqliteStore:
                 if ever.first() is None:
                     return None
             return [MovementOut.model_validate(r, from_attributes=True) for r in rows]
+
+        return await self.read(work)
+
+    async def order_movements(self, order_no: str) -> list[MovementOut]:
+        m = stock_movements
+
+        async def work(conn: AsyncConnection) -> list[MovementOut]:
+            skus = sa.union(
+                sa.select(sync_execution_lines.c.sku).where(
+                    sync_execution_lines.c.order_no == order_no
+                ),
+                sa.select(restock_lines.c.sku).where(restock_lines.c.order_no == order_no),
+            )  # the skus an order moves, as in order_movements.sql
+            rows = await conn.execute(
+                _MOVEMENT.where(m.c.sku.in_(skus), m.c.order_no == order_no).order_by(m.c.id)
+            )
+            return [MovementOut.model_validate(r, from_attributes=True) for r in rows]
+
+        return await self.read(work)
+
+    async def failure_counts(self) -> dict[Mall, int]:
+        async def work(conn: AsyncConnection) -> dict[Mall, int]:
+            rows = await conn.execute(
+                sa.select(restocks.c.mall, sa.func.count())
+                .where(restocks.c.status == RestockStatus.FAILED.value)
+                .group_by(restocks.c.mall)
+            )
+            return {Mall(mall): count for mall, count in rows}
 
         return await self.read(work)
 
@@ -324,7 +373,7 @@ class SqliteStore:
     # --- sync executions -------------------------------------------------------------------
 
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime
+        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
     ) -> list[SyncDecision]:
         async def work(conn: AsyncConnection) -> list[SyncDecision]:
             order_nos = [e.order_no for e in executions]
@@ -376,7 +425,7 @@ class SqliteStore:
                     ],
                 )
             moves = [(i.sku, -i.quantity, e.order_no) for e in recorded for i in e.items]
-            await _move_stock(conn, moves, current, reason="sync_execution", at=now)
+            await _move_stock(conn, moves, current, reason="sync_execution", at=now, actor=actor)
             return decisions
 
         return await self.write(work)
@@ -584,9 +633,11 @@ async def _insert_records(
 
 
 async def _with_lines(
-    conn: AsyncConnection, which: sa.ColumnElement[bool]
+    conn: AsyncConnection, which: sa.ColumnElement[bool], *, newest_first: bool = False
 ) -> list[RestockRecordOut]:
     """The records ``which`` selects, with their lines, in list order, in one statement."""
+    requested_at, order_no = restocks.c.requested_at, restocks.c.order_no
+    order = (requested_at.desc(), order_no.desc()) if newest_first else (requested_at, order_no)
     rows = await conn.execute(
         sa.select(
             restocks,
@@ -596,7 +647,7 @@ async def _with_lines(
         )
         .outerjoin(restock_lines)
         .where(which)
-        .order_by(restocks.c.requested_at, restocks.c.order_no, restock_lines.c.position)
+        .order_by(*order, restock_lines.c.position)
     )
     return restock_records(rows.mappings().all())
 
@@ -617,6 +668,8 @@ async def _ledger(
     at: datetime,
     order_no: str | None = None,
     note: str | None = None,
+    *,
+    actor: str | None,
 ) -> None:
     await conn.execute(
         sa.insert(stock_movements).values(
@@ -627,6 +680,7 @@ async def _ledger(
             order_no=order_no,
             at=at,
             note=note,
+            actor=actor,
         )
     )
 
@@ -638,6 +692,7 @@ async def _move_stock(
     *,
     reason: str,
     at: datetime,
+    actor: str | None,
 ) -> None:
     """Apply ``(sku, delta, order_no)`` moves and write one ledger row each, in order."""
     if not moves:
@@ -654,6 +709,7 @@ async def _move_stock(
                 "reason": reason,
                 "order_no": order_no,
                 "at": at,
+                "actor": actor,
             }
         )
     await conn.execute(

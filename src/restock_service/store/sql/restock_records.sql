@@ -13,7 +13,7 @@ WITH page AS (  -- the records of the page, in list order
   LIMIT :limit
 )
 SELECT p.order_no, p.mall, p.status, p.code, p.requested_at, p.completed_at,
-       p.repeat_requests, p.resolution_note, p.resolved_by, p.resolved_at,
+       p.repeat_requests, p.resolution_note, p.resolved_by, p.resolved_at, p.resolved_actor,
        l.sku, l.quantity, l.missing
 FROM page p LEFT JOIN restock_lines l ON l.order_no = p.order_no
 ORDER BY p.requested_at, p.order_no, l.position

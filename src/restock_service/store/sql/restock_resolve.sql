@@ -3,7 +3,7 @@
 WITH settled AS (  -- only a failed record is settled
   UPDATE restocks
   SET status = 'resolved', resolution_note = :note, resolved_by = :resolved_by,
-      resolved_at = :now
+      resolved_at = :now, resolved_actor = :actor
   WHERE order_no = :order_no AND status = 'failed'
   RETURNING order_no
 )

@@ -5,9 +5,10 @@ WITH moved AS (  -- the row is locked by the update itself, and the bound checke
   WHERE sku = :sku AND abs(quantity + :delta) <= :limit
   RETURNING sku, quantity, updated_at
 ), ledger AS (  -- one row, with the quantity the adjustment left
-  INSERT INTO stock_movements (sku, delta, quantity_after, reason, order_no, at, txid, note)
+  INSERT INTO stock_movements
+    (sku, delta, quantity_after, reason, order_no, at, txid, note, actor)
   SELECT sku, :delta, quantity, 'adjustment', :order_no, :now,
-         pg_current_xact_id()::text::bigint, :note
+         pg_current_xact_id()::text::bigint, :note, :actor
   FROM moved
 )
 SELECT sku, quantity, updated_at, true AS adjusted FROM moved

@@ -3,7 +3,8 @@
 WITH gone AS (  -- the row, locked and removed by the delete itself
   DELETE FROM stock WHERE sku = :sku RETURNING sku, quantity
 ), ledger AS (  -- one row taking the quantity down to 0
-  INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
-  SELECT sku, -quantity, 0, 'delete', :now, pg_current_xact_id()::text::bigint FROM gone
+  INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid, actor)
+  SELECT sku, -quantity, 0, 'delete', :now, pg_current_xact_id()::text::bigint, :actor
+  FROM gone
 )
 SELECT sku FROM gone

@@ -8,9 +8,9 @@ WITH old AS MATERIALIZED (  -- the quantity before, locked (no row for a new sku
   ON CONFLICT (sku) DO UPDATE SET quantity = excluded.quantity, updated_at = excluded.updated_at
   RETURNING s.sku, s.quantity, s.updated_at, s.xmax = 0 AS inserted
 ), ledger AS (  -- the difference from the quantity before
-  INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
+  INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid, actor)
   SELECT sku, quantity - coalesce((SELECT quantity FROM old), 0), quantity, 'set', updated_at,
-         pg_current_xact_id()::text::bigint
+         pg_current_xact_id()::text::bigint, :actor
   FROM put
 )
 SELECT sku, quantity, updated_at
