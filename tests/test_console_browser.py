@@ -18,10 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from restock_service.config import Settings
 from restock_service.console import DEFAULT_ADJUSTMENT_REASON, text
 from restock_service.messages import MESSAGE, Code
-from restock_service.migrations import migrate
 from tests.conftest import IN_CI
 from tests.helpers import rakuten
 from tests.servers import Server
@@ -74,8 +72,8 @@ def chromium() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server with a writer's and a reader's key, and two failed restocks in it."""
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('browser') / 'restock.db'}"
-    migrate(Settings(database_url=url))
-    process = Server(url, RESTOCK_API_KEYS=KEYS)
+    # `--migrate`: the server migrates its database (Playwright's loop runs in this thread).
+    process = Server(url, "--migrate", RESTOCK_API_KEYS=KEYS)
     try:
         process.start()
         with _api(process.url) as api:
@@ -251,9 +249,9 @@ def test_a_reader_sees_the_failure_but_cannot_change_it(chromium: Any, server: s
         assert page.get_by_text(MESSAGE[Code.PRODUCT_NOT_FOUND]).first.is_visible()
         assert page.locator("form.adjust").count() == 0
         assert page.locator("#note").count() == 0
+        reader.shot("order-reader")
         page.goto("/console/skus/KEEP-1")
         assert page.locator("#delta").count() == 0
-        reader.shot("order-reader")
 
         # A forged post, with this session's genuine token (the sign-out form's): 403.
         token = page.locator("input[name=csrf_token]").first.input_value()
