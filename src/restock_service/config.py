@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     # on 2 workers.
     db_pool_size: int = Field(default=16, ge=1, le=200, description="PostgreSQL connections.")
     db_connect_timeout_s: float = Field(default=2.0, gt=0)
+    db_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="transaction: PostgreSQL is reached through a pooler in transaction mode "
+        "(PgBouncer before 1.21): each statement runs in a transaction of its own, prepared "
+        "without a name.",
+    )
     db_deadline_s: float = Field(
         default=4.0,
         gt=0,

@@ -1,5 +1,6 @@
 """SQLAlchemy engines: the SQLite store's, and the ones migrations and ``check`` open."""
 
+import uuid
 from typing import Any
 
 from sqlalchemy import event
@@ -21,14 +22,19 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     url = settings.database_url
     pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if not url.startswith("sqlite"):
-        return create_async_engine(
-            url,
-            connect_args={
-                "timeout": settings.db_connect_timeout_s,
-                "server_settings": {"application_name": "restock-service"},
-            },
-            **pool,
-        )
+        connect: dict[str, Any] = {
+            "timeout": settings.db_connect_timeout_s,
+            "server_settings": {"application_name": "restock-service"},
+        }
+        if settings.db_pooler == "transaction":
+            # SQLAlchemy's advice for PgBouncer in transaction mode: no statement kept by
+            # name across transactions, and names no other client can have used.
+            connect |= {
+                "statement_cache_size": 0,
+                "prepared_statement_cache_size": 0,
+                "prepared_statement_name_func": lambda: f"__restock_{uuid.uuid4().hex}__",
+            }
+        return create_async_engine(url, connect_args=connect, **pool)
     engine = create_async_engine(
         url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}, **pool
     )

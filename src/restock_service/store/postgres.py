@@ -89,6 +89,7 @@ class PostgresStore:
         )
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._pooled = settings.db_pooler == "transaction"
 
     async def pool(self) -> asyncpg.Pool:
         """The pool, opened on first use; it opens connections as they are needed."""
@@ -104,6 +105,10 @@ class PostgresStore:
                         command_timeout=self.settings.db_deadline_s,
                         server_settings={"application_name": "restock-service"},
                         reset=_keep_session,
+                        # Behind a pooler in transaction mode a connection's next transaction
+                        # may run on another server connection, where a named statement
+                        # prepared by this one does not exist.
+                        statement_cache_size=0 if self._pooled else 100,
                     )
         return self._pool
 
@@ -121,6 +126,9 @@ class PostgresStore:
         pool = await self.pool()
         async with pool.acquire() as connection:  # bounded by the unit's deadline
             try:
+                if self._pooled:  # its Parse and its Bind must reach the same server
+                    async with connection.transaction():
+                        return list(await connection.fetch(query.text, *args))
                 return list(await connection.fetch(query.text, *args))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 await self._expire_if_lost(connection, exc)
