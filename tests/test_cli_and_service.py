@@ -144,13 +144,19 @@ async def test_unreachable_database_answers_503_with_retry_after(method: str, pa
     assert body["status"] == 503
 
 
-def test_demo_command_runs_against_a_fresh_embedded_database(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+def test_demo_command_runs_on_a_database_of_its_own_not_the_configured_one(
+    tmp_path: Path,
+) -> None:
+    configured = tmp_path / "service.db"
 
-    result = _cli("demo", cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+    result = _cli(
+        "demo", cwd=tmp_path, RESTOCK_DATABASE_URL=f"sqlite+aiosqlite:///{configured}"
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "受注番号 | メッセージ" in result.stdout
+    assert (tmp_path / "restock-demo.db").exists()
+    assert not configured.exists()
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,7 +11,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from restock_service.books import BooksReport, check_books
-from restock_service.config import Settings, unknown_variables
+from restock_service.config import Settings, normalize_database_url, unknown_variables
 from restock_service.engine import create_engine, read_only
 from restock_service.logs import configure_logging
 from restock_service.migrations import migrate, schema_problem
@@ -95,6 +95,23 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return serving.run(settings, args.host, args.port, args.workers)
 
 
+def demo(settings: Settings, args: argparse.Namespace) -> int:
+    from restock_service import demo
+
+    try:
+        url = normalize_database_url(args.database or demo.DATABASE_URL)
+    except ValueError as exc:
+        print(f"restock-service demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return demo.main_demo(
+            settings.model_copy(update={"database_url": url}), sys.stdout, yes=args.yes
+        )
+    except demo.NotADemoDatabase as exc:
+        print(f"restock-service demo: {exc}", file=sys.stderr)
+        return 2
+
+
 def openapi() -> None:
     from restock_service.api import create_app
 
@@ -127,8 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "check", help="verify that stock equals its ledger and restocks match their ledger rows"
     )
-    commands.add_parser(
+    demo_cmd = commands.add_parser(
         "demo", help="run a mixed Rakuten cancel batch and print the merchant's result screen"
+    )
+    demo_cmd.add_argument(
+        "--database",
+        metavar="URL",
+        help="the database to run on, instead of a SQLite file of its own, ./restock-demo.db",
+    )
+    demo_cmd.add_argument(
+        "--yes", action="store_true", help="run even on a database that holds other data"
     )
     args = parser.parse_args(argv)
 
@@ -142,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return check(settings)
     if args.command == "demo":
-        from restock_service.demo import main_demo
-
-        return main_demo(settings, sys.stdout)
+        return demo(settings, args)
     openapi()
     return 0
