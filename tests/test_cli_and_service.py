@@ -149,9 +149,7 @@ def test_demo_command_runs_on_a_database_of_its_own_not_the_configured_one(
 ) -> None:
     configured = tmp_path / "service.db"
 
-    result = _cli(
-        "demo", cwd=tmp_path, RESTOCK_DATABASE_URL=f"sqlite+aiosqlite:///{configured}"
-    )
+    result = _cli("demo", cwd=tmp_path, RESTOCK_DATABASE_URL=f"sqlite+aiosqlite:///{configured}")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "受注番号 | メッセージ" in result.stdout

@@ -96,7 +96,7 @@ class Protocol(HttpToolsProtocol):
 
 def _ending(status: int | None) -> str:
     if status is None:
-        return "stopped answering and was killed"
+        return "ended with no exit status"
     if status < 0:
         return f"was killed by {signal.Signals(-status).name} (exit status {128 - status})"
     return f"exited with status {status}"
@@ -104,17 +104,18 @@ def _ending(status: int | None) -> str:
 
 class Supervisor(Multiprocess):
     """uvicorn's supervisor of ``--workers N``, which reports a replaced worker at INFO
-    without its exit status: this one adds an ERROR line that has it."""
+    without its exit status: this one adds an ERROR line that has it. (A worker that stops
+    answering the supervisor's ping is killed by it with SIGKILL, and shows as such.)"""
 
     def keep_subprocess_alive(self) -> None:
-        before = [(process, process.exitcode) for process in self.processes]
+        before = list(self.processes)
         super().keep_subprocess_alive()
-        for (old, status), new in zip(before, self.processes, strict=True):
+        for old, new in zip(before, self.processes, strict=True):
             if new is not old:
                 log.error(
                     "worker [%s] %s; worker [%s] replaces it",
                     old.pid,
-                    _ending(status),
+                    _ending(old.exitcode),
                     new.pid,
                     extra={"worker_pid": old.pid, "exit_status": old.exitcode},
                 )
