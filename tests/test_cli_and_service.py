@@ -144,10 +144,76 @@ async def test_unreachable_database_answers_503_with_retry_after(method: str, pa
     assert body["status"] == 503
 
 
-def test_demo_command_runs_against_a_fresh_embedded_database(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+def test_demo_command_runs_on_a_database_of_its_own_not_the_configured_one(
+    tmp_path: Path,
+) -> None:
+    configured = tmp_path / "service.db"
 
-    result = _cli("demo", cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+    result = _cli("demo", cwd=tmp_path, RESTOCK_DATABASE_URL=f"sqlite+aiosqlite:///{configured}")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "受注番号 | メッセージ" in result.stdout
+    assert (tmp_path / "restock-demo.db").exists()
+    assert not configured.exists()
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_an_unknown_restock_variable_stops_start_up_naming_the_setting_it_likely_meant(
+    tmp_path: Path,
+) -> None:
+    result = _cli("serve", cwd=tmp_path, RESTOCK_POOL_SIZE="50")
+
+    assert result.returncode != 0
+    assert _one_line(result) == (
+        "restock-service: invalid configuration: "
+        "RESTOCK_POOL_SIZE is not a setting (did you mean RESTOCK_DB_POOL_SIZE?)"
+    )
+
+
+def test_a_bad_log_level_stops_start_up_in_one_line(tmp_path: Path) -> None:
+    result = _cli("serve", cwd=tmp_path, RESTOCK_LOG_LEVEL="verbose")
+
+    assert result.returncode != 0
+    line = _one_line(result)
+    assert "RESTOCK_LOG_LEVEL" in line
+    assert "'verbose' is not a log level" in line
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert Settings(log_level="debug").log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--workers", "-2"], "--workers"),
+        (["--port", "99999"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--port", "0"], "--port"),
+    ],
+)
+def test_impossible_workers_and_ports_are_refused_in_one_line(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = _cli("serve", *args, cwd=tmp_path)
+
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert f"argument {named}: {args[1]} is out of range" in line
+
+
+def test_sqlite_with_more_than_one_worker_is_refused_with_the_reason(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+    result = _cli("serve", "--workers", "2", cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert "--workers 2 needs PostgreSQL" in line
+    assert not (tmp_path / "x.db").exists()

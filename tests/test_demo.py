@@ -1,10 +1,13 @@
 """The demo: the 「キャンセル申請 実行結果」 screen of one mixed batch, run twice."""
 
 import io
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from restock_service.config import Settings
-from restock_service.demo import main_demo, run_demo
+from restock_service.demo import NotADemoDatabase, main_demo, run_demo
 from restock_service.messages import (
     FAILURES_HEADER,
     MESSAGE,
@@ -12,6 +15,7 @@ from restock_service.messages import (
     failure_line,
     restored_count_line,
 )
+from restock_service.migrations import migrate
 
 MALL_REFUSAL = (
     "現在のステータスが発送前キャンセル申請可能なステータスではないため、キャンセルができません。"
@@ -73,3 +77,19 @@ async def test_demo_reports_failure_on_a_database_without_schema(tmp_path: Path)
     out = io.StringIO()
     assert await run_demo(settings, out) == 1
     assert out.getvalue().startswith("demo failed: ")
+
+
+def test_demo_refuses_a_database_with_data_of_its_own_unless_told_yes(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    migrate(settings)
+    with sqlite3.connect(tmp_path / "shop.db") as conn:
+        conn.execute(
+            "INSERT INTO stock (sku, quantity, created_at, updated_at) "
+            "VALUES ('CAP-01', 5, '2026-05-25 00:00:00', '2026-05-25 00:00:00')"
+        )
+
+    with pytest.raises(NotADemoDatabase, match=r"1 row\(s\) in stock"):
+        main_demo(settings, io.StringIO())
+
+    out = io.StringIO()
+    assert main_demo(settings, out, yes=True) == 0, out.getvalue()

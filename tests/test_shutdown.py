@@ -70,9 +70,8 @@ async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_connection
 
         assert response.status_code == 200
         assert response.json()["results"][0]["code"] == "restored"
-        # After a graceful shutdown uvicorn re-raises the signal it caught: the process
-        # ends "killed by SIGTERM", as a Unix supervisor expects.
-        assert server.process.wait(timeout=15) == -signal.SIGTERM
+        # A stop that was asked for ends with 0, with one worker as with several.
+        assert server.process.wait(timeout=15) == 0
     finally:
         await blocker.close()
         server.close()

@@ -3,18 +3,24 @@
 import argparse
 import asyncio
 import json
+import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from pydantic import ValidationError
 
 from restock_service.books import BooksReport, check_books
-from restock_service.config import Settings
+from restock_service.config import Settings, normalize_database_url, unknown_variables
 from restock_service.engine import create_engine, read_only
 from restock_service.logs import configure_logging
 from restock_service.migrations import migrate, schema_problem
 
 
 def _settings() -> Settings:
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SystemExit(f"restock-service: invalid configuration: {'; '.join(unknown)}")
     try:
         return Settings()
     except ValidationError as exc:
@@ -22,6 +28,22 @@ def _settings() -> Settings:
             f"RESTOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise SystemExit(f"restock-service: invalid configuration: {problems}") from None
+
+
+def _bounded(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, or a one-line refusal."""
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use a number {bounds}")
+        return value
+
+    return parse
 
 
 async def _check(settings: Settings) -> BooksReport:
@@ -50,9 +72,20 @@ def check(settings: Settings) -> int:
     return 1
 
 
-def serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+SQLITE_ONE_PROCESS = (
+    "restock-service: --workers {workers} needs PostgreSQL: on SQLite each worker would queue "
+    "its writers on a lock of its own, and the workers would contend for the file's one write "
+    "lock, which the service does not order; use --workers 1 or "
+    "RESTOCK_DATABASE_URL=postgresql://…"
+)
 
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from restock_service import serving
+
+    if args.workers > 1 and settings.database_url.startswith("sqlite"):
+        print(SQLITE_ONE_PROCESS.format(workers=args.workers), file=sys.stderr)
+        return 2
     if args.migrate:
         migrate(settings)
     problem = schema_problem(settings)
@@ -60,18 +93,24 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"restock-service: {problem}", file=sys.stderr)
         return 1
     print(f"console: {console_url(args.host, args.port)}", flush=True)
-    uvicorn.run(
-        "restock_service.api:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's loggers go through ours: same format, request ids
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-    )
-    return 0
+    return serving.run(settings, args.host, args.port, args.workers)
+
+
+def demo(settings: Settings, args: argparse.Namespace) -> int:
+    from restock_service import demo
+
+    try:
+        url = normalize_database_url(args.database or demo.DATABASE_URL)
+    except ValueError as exc:
+        print(f"restock-service demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return demo.main_demo(
+            settings.model_copy(update={"database_url": url}), sys.stdout, yes=args.yes
+        )
+    except demo.NotADemoDatabase as exc:
+        print(f"restock-service demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def console_url(host: str, port: int) -> str:
@@ -90,8 +129,15 @@ def openapi() -> None:
     print(json.dumps(document, ensure_ascii=False, indent=2))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, without the usage block before them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="restock-service",
         description="Restores a cancelled order's synced stock, exactly once per order.",
     )
@@ -99,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="bring RESTOCK_DATABASE_URL to the current schema")
     serve_cmd = commands.add_parser("serve", help="serve the HTTP API")
     serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8000)
-    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.add_argument("--port", type=_bounded(1, 65535), default=8000)
+    serve_cmd.add_argument("--workers", type=_bounded(1), default=1)
     serve_cmd.add_argument(
         "--migrate", action="store_true", help="migrate the database first, instead of refusing"
     )
@@ -108,8 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "check", help="verify that stock equals its ledger and restocks match their ledger rows"
     )
-    commands.add_parser(
+    demo_cmd = commands.add_parser(
         "demo", help="run a mixed Rakuten cancel batch and print the merchant's result screen"
+    )
+    demo_cmd.add_argument(
+        "--database",
+        metavar="URL",
+        help="the database to run on, instead of a SQLite file of its own, ./restock-demo.db",
+    )
+    demo_cmd.add_argument(
+        "--yes", action="store_true", help="run even on a database that holds other data"
     )
     args = parser.parse_args(argv)
 
@@ -123,8 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return check(settings)
     if args.command == "demo":
-        from restock_service.demo import main_demo
-
-        return main_demo(settings, sys.stdout)
+        return demo(settings, args)
     openapi()
     return 0

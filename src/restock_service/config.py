@@ -1,5 +1,7 @@
 """Settings, read once from the environment (prefix ``RESTOCK_``)."""
 
+import difflib
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -8,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from restock_service.access import ApiKeys
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./restock.db"
+PREFIX = "RESTOCK_"
+# Read by the tests alone, never by the service.
+NOT_SETTINGS = frozenset({"RESTOCK_TEST_PG_DSN"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _SCHEME_ALIASES = {
     "postgresql+asyncpg": "postgresql+asyncpg",
@@ -53,7 +59,7 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     db_retry_attempts: int = Field(default=5, ge=1, le=50)
     retry_after_s: int = Field(default=2, ge=1)
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: Literal["text", "json"] = "text"
     access_log: bool = Field(
         default=False, description="uvicorn's line per request (metrics count requests too)."
@@ -83,6 +89,31 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often each worker removes forgotten keys."
     )
     graceful_shutdown_s: int = Field(default=30, ge=0)
+    drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, how long to go on serving with /ready answering 503 before "
+        "closing the listening socket.",
+    )
+    # Above the 60 s idle timeout of most load balancers: the balancer, not the service,
+    # should be the one that closes an idle connection, or a request sent on it as it
+    # closes is lost.
+    keep_alive_s: int = Field(
+        default=75, gt=0, description="How long an idle keep-alive connection stays open."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Bound on receiving a request's line and headers."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Bound on receiving a request's body; then 408."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("api_keys")
     @classmethod
@@ -97,3 +128,18 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize(cls, value: str) -> str:
         return normalize_database_url(value)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line for each ``RESTOCK_*`` variable that names no setting, with the setting it
+    probably meant, if one is close."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in known or upper in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name} is not a setting{hint}")
+    return problems

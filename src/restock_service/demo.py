@@ -5,8 +5,11 @@ and sends one mixed cancel batch through the HTTP API, in process. It then print
 「キャンセル申請 実行結果」 screen as the merchant sees it, with the stock before and after.
 
 Every run uses skus and order numbers of its own, so it can run again and again on the
-same database (the embedded SQLite default included). The Japanese texts on the screen are
-the ones the service answered; none is typed here.
+same database. That database is one of its own (``./restock-demo.db``) unless told
+otherwise, and it refuses one that holds anything but demo data unless told ``yes``: its
+orders look real, and from the stock they would reach the feed that the inventory sync
+pushes to the malls. The Japanese texts on the screen are the ones the service answered;
+none is typed here.
 """
 
 import asyncio
@@ -19,13 +22,19 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from restock_service import tables
 from restock_service.access import Role
 from restock_service.api import create_app
 from restock_service.config import Settings
+from restock_service.engine import create_engine
 from restock_service.messages import Code, Mall
 from restock_service.migrations import migrate
+
+DATABASE_URL = "sqlite+aiosqlite:///./restock-demo.db"
+SKU_PREFIX = "DEMO-"
 
 MALL = Mall.RAKUTEN
 # What the mall answered for the order it refused to cancel: input to the service.
@@ -72,6 +81,10 @@ class DemoError(Exception):
     """A step of the setup did not answer as the contract says."""
 
 
+class NotADemoDatabase(Exception):
+    """The database holds data that the demo did not write."""
+
+
 @dataclass(frozen=True)
 class Run:
     """The names of one run: its own skus and Rakuten order numbers."""
@@ -89,13 +102,56 @@ class Run:
         return cls(str(epoch_ms), order_nos)
 
     def sku(self, name: str) -> str:
-        return f"DEMO-{self.label}-{name}"
+        return f"{SKU_PREFIX}{self.label}-{name}"
 
 
-def main_demo(settings: Settings, out: TextIO) -> int:
-    """Migrate the database, then run the demo; the exit code of ``run_demo``."""
+def main_demo(settings: Settings, out: TextIO, *, yes: bool = False) -> int:
+    """Check that the database holds demo data alone (unless ``yes``), migrate it, then run
+    the demo; the exit code of ``run_demo``. Raises ``NotADemoDatabase``."""
+    if not yes:
+        found = asyncio.run(foreign_data(settings))
+        if found:
+            url = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise NotADemoDatabase(
+                f"{url} holds data that is not the demo's ({', '.join(found)}); run the demo "
+                "on a database of its own (the default), or pass --yes"
+            )
     migrate(settings)
     return asyncio.run(run_demo(settings, out))
+
+
+async def foreign_data(settings: Settings) -> list[str]:
+    """What the database holds that no demo run wrote: tables that are not the service's,
+    and rows that are not about demo skus or the orders of demo sync executions."""
+    demo_orders = sa.select(tables.sync_execution_lines.c.order_no).where(
+        tables.sync_execution_lines.c.sku.startswith(SKU_PREFIX, autoescape=True)
+    )
+    engine = create_engine(settings, pooled=False)
+    found = []
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+            ours = {table.name for table in tables.metadata.sorted_tables}
+            other = sorted(set(names) - ours - {"alembic_version"})
+            if other:
+                found.append(f"tables {', '.join(other)}")
+            for table in tables.metadata.sorted_tables:
+                if table.name not in names:
+                    continue
+                if "sku" in table.c:
+                    foreign = ~table.c.sku.startswith(SKU_PREFIX, autoescape=True)
+                elif "order_no" in table.c:
+                    foreign = table.c.order_no.not_in(demo_orders)
+                else:
+                    foreign = sa.true()
+                count = await conn.scalar(
+                    sa.select(sa.func.count()).select_from(table).where(foreign)
+                )
+                if count:
+                    found.append(f"{count} row(s) in {table.name}")
+    finally:
+        await engine.dispose()
+    return found
 
 
 async def run_demo(settings: Settings, out: TextIO) -> int:

@@ -24,6 +24,7 @@ from restock_service.api import (
 )
 from restock_service.config import Settings
 from restock_service.console import Console
+from restock_service.drain import Drain
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
 from restock_service.migrations import head_revision
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         )
 
     metrics = Metrics()
+    drain = Drain(settings.drain_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,15 +66,21 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         # it at every full collection, each a pause of about 50 ms per 100,000 objects.
         gc.collect()
         gc.freeze()
-        purging = asyncio.create_task(
-            idempotency.purge_forever(app.state.store, settings.idempotency_purge_interval_s)
-        )
+        tasks = [
+            asyncio.create_task(
+                idempotency.purge_forever(app.state.store, settings.idempotency_purge_interval_s)
+            )
+        ]
+        if drain.install():
+            tasks.append(asyncio.create_task(drain.forward_when_due()))
         try:
             yield
         finally:
-            purging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purging
+            drain.uninstall()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.store.close()
 
     app = FastAPI(
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.drain = drain
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     routers = (stock.router, restocks.router, service.router)
@@ -106,7 +115,14 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         retry_after_s=settings.retry_after_s,
     )
     app.add_middleware(idempotent.Idempotent, routes=routes, settings=settings, metrics=metrics)
-    app.add_middleware(middleware.Gate, keys=keys, limit=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        middleware.Gate,
+        keys=keys,
+        limit=settings.max_body_bytes,
+        metrics=metrics,
+        drain=drain,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app
 
 

@@ -1,6 +1,7 @@
 """The gate in front of routing (pure ASGI): request ids, timing, API keys and the body
 limit, before any parsing."""
 
+import asyncio
 import itertools
 import logging
 import os
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from restock_service.access import ApiKeys, allows
 from restock_service.api.errors import problem_response
+from restock_service.drain import Drain
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
 
@@ -87,17 +89,31 @@ class Gate:
     3. the key check, with keys configured: 401 without a valid bearer key, 403 for a
        reader that writes; the caller is noted in the scope (not for the console's pages,
        which sign their users in);
-    4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it.
+    4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it, and
+       408 for a body that has not arrived within ``body_timeout_s``.
+
+    While the process drains after SIGTERM, every answer closes its connection.
 
     One layer, not four nested ones: each layer costs every request a coroutine and a
     wrapped ``send``.
     """
 
-    def __init__(self, app: ASGIApp, *, keys: ApiKeys, limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: ApiKeys,
+        limit: int,
+        metrics: Metrics,
+        drain: Drain,
+        body_timeout_s: float,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.limit = limit
         self.metrics = metrics
+        self.drain = drain
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,6 +133,8 @@ class Gate:
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, request_id.encode()),
                 ]
+                if self.drain.draining:  # the client goes elsewhere for its next request
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:
@@ -173,17 +191,26 @@ class Gate:
 
     async def _body(self, receive: Receive) -> bytes | Response | None:
         """The whole body, buffering at most ``limit`` bytes however it is framed; a 413
-        past that; None when the client disconnects first."""
+        past that, a 408 when it is not all there within ``body_timeout_s``; None when the
+        client disconnects first."""
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return self._too_large()
-            if not message.get("more_body", False):
-                return bytes(body)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    if len(body) > self.limit:
+                        return self._too_large()
+                    if not message.get("more_body", False):
+                        return bytes(body)
+        except TimeoutError:
+            return problem_response(
+                408,
+                f"the request body did not arrive within {self.body_timeout_s:g} s",
+                headers={"Connection": "close"},
+            )
 
     def _too_large(self) -> Response:
         return problem_response(413, f"the request body is over {self.limit} bytes")

@@ -34,13 +34,21 @@ async def health() -> Health:
 @router.get(
     "/ready",
     operation_id="getReady",
-    responses={503: {"model": Problem, "description": "Database unreachable or schema behind."}},
+    responses={
+        503: {
+            "model": Problem,
+            "description": "Database unreachable, schema behind, or the process is stopping.",
+        }
+    },
     response_model=Ready,
 )
 async def ready(request: Request, db: DB) -> Ready | JSONResponse:
-    """Answer 200 when the database answers and its schema is current."""
+    """Answer 200 when the database answers and its schema is current, and 503 once the
+    process has been told to stop (SIGTERM)."""
     head: str | None = request.app.state.head_revision
     retry_after = {"Retry-After": str(db.settings.retry_after_s)}
+    if request.app.state.drain.draining:
+        return problem_response(503, "the process is stopping (SIGTERM)", headers=retry_after)
     try:
         revision = await db.schema_revision()
     except Exception as exc:  # any failure to ask means "not ready"
