@@ -11,6 +11,7 @@ from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
 from restock_service.logs import configure_logging
+from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, schema_problem
 
 
@@ -60,17 +61,18 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"restock-service: {problem}", file=sys.stderr)
         return 1
     print(f"console: {console_url(args.host, args.port)}", flush=True)
-    uvicorn.run(
-        "restock_service.api:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's loggers go through ours: same format, request ids
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-    )
+    with shared_by_workers(args.workers):  # before the workers start: they inherit it
+        uvicorn.run(
+            "restock_service.api:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # uvicorn's loggers go through ours: same format, request ids
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        )
     return 0
 
 
