@@ -6,15 +6,19 @@ pages that neither repeat nor skip, forged cursors answered 422, and every 4xx l
 books exactly as they were.
 """
 
+import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
-from httpx import AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Response
 
+from restock_service.api import create_app
+from restock_service.config import Settings
 from restock_service.messages import MESSAGE, Code
 from restock_service.tables import restocks, stock, stock_movements
 from tests.helpers import (
@@ -1339,3 +1343,46 @@ async def test_metrics_show_the_connection_pool(
     assert size is not None and size >= 1
     assert sample(text, "restock_db_pool_checked_out") == 0  # between requests
     assert sample(text, "restock_db_pool_checked_in") == size
+
+
+async def test_pool_gauges_follow_the_pool_through_concurrent_calls_and_lost_connections(
+    pg_database_url: str,
+) -> None:
+    """The gauges count changes (opened, closed, taken, given back): they must end where
+    asyncpg's own count of its pool is, also after PostgreSQL dropped every connection."""
+    app = create_app(Settings(database_url=pg_database_url))
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        pool = await app.state.store.pool()
+
+        async def agree() -> None:
+            text = await metrics_text(client)
+            size, idle = pool.get_size(), pool.get_idle_size()
+            assert sample(text, "restock_db_pool_size") == size
+            assert sample(text, "restock_db_pool_checked_out") == size - idle
+            assert sample(text, "restock_db_pool_checked_in") == idle
+
+        await asyncio.gather(*(client.get(f"/stock/POOL-{n}") for n in range(40)))
+        await agree()
+        assert pool.get_size() > 1
+
+        dsn = pg_database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'restock-service'"
+            )
+        finally:
+            await admin.close()
+        for n in range(5):  # the first may meet a dead connection (503); the rest reconnect
+            await client.get(f"/stock/POOL-{n}")
+        for _ in range(50):
+            try:
+                await agree()
+                break
+            except AssertionError:
+                await asyncio.sleep(0.1)
+        await agree()

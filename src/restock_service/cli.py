@@ -14,6 +14,7 @@ from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings, normalize_database_url, unknown_variables
 from restock_service.engine import create_engine, read_only
 from restock_service.logs import configure_logging
+from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, schema_problem
 
 
@@ -93,7 +94,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"restock-service: {problem}", file=sys.stderr)
         return 1
     print(f"console: {console_url(args.host, args.port)}", flush=True)
-    return serving.run(settings, args.host, args.port, args.workers)
+    with shared_by_workers(args.workers):  # before the workers start: they inherit it
+        return serving.run(settings, args.host, args.port, args.workers)
 
 
 def demo(settings: Settings, args: argparse.Namespace) -> int:

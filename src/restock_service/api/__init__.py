@@ -60,8 +60,8 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
+        app.state.store.watch_pool(metrics.pool)
         app.state.head_revision = head_revision()
-        metrics.watch_pool(app.state.store)
         # What start-up built lives as long as the process: keep the collector from scanning
         # it at every full collection, each a pause of about 50 ms per 100,000 objects.
         gc.collect()
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await app.state.store.close()
+            metrics.retire()
 
     app = FastAPI(
         title="restock-service",

@@ -39,11 +39,32 @@ class LedgerPosition:
     at: datetime
 
 
+class Level(Protocol):
+    """A figure that goes up and down: a Prometheus gauge, or nothing."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class _Uncounted:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
-class PoolFigures:
-    size: int
-    checked_out: int
-    idle: int
+class PoolWatch:
+    """Where a store counts its connection pool as it changes: connections open, and in use
+    (handed out and not yet given back). Idle is open less in use."""
+
+    open: Level
+    in_use: Level
+
+
+UNWATCHED = PoolWatch(_Uncounted(), _Uncounted())
 
 
 class Store(KeyStore, Protocol):
@@ -134,7 +155,9 @@ class Store(KeyStore, Protocol):
     # The service
     async def schema_revision(self) -> str | None: ...
 
-    def pool_figures(self) -> PoolFigures | None: ...
+    def watch_pool(self, watch: PoolWatch) -> None:
+        """Count the pool's connections in ``watch`` from now on: before any is opened, as
+        it counts changes, not totals."""
 
     async def close(self) -> None: ...
 

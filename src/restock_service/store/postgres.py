@@ -47,8 +47,9 @@ from restock_service.schemas import (
     SyncExecutionOut,
 )
 from restock_service.store import (
+    UNWATCHED,
     LedgerPosition,
-    PoolFigures,
+    PoolWatch,
     key_row,
     restock_records,
     sync_execution,
@@ -90,6 +91,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._pooled = settings.db_pooler == "transaction"
+        self._watch = UNWATCHED
 
     async def pool(self) -> asyncpg.Pool:
         """The pool, opened on first use; it opens connections as they are needed."""
@@ -109,8 +111,15 @@ class PostgresStore:
                         # may run on another server connection, where a named statement
                         # prepared by this one does not exist.
                         statement_cache_size=0 if self._pooled else 100,
+                        init=self._opened,
                     )
         return self._pool
+
+    async def _opened(self, connection: asyncpg.Connection) -> None:
+        """Count a new connection open until asyncpg closes it, for whatever reason."""
+        count = self._watch.open
+        count.inc()
+        connection.add_termination_listener(lambda _connection: count.dec())
 
     async def fetch(self, name: str, **params: Any) -> list[asyncpg.Record]:
         """Run the statement ``sql/NAME.sql`` with ``params`` as a unit of its own."""
@@ -124,7 +133,9 @@ class PostgresStore:
         if outer is not None:  # part of a keyed unit: its transaction
             return list(await outer.connection.fetch(query.text, *args))
         pool = await self.pool()
+        in_use = self._watch.in_use
         async with pool.acquire() as connection:  # bounded by the unit's deadline
+            in_use.inc()
             try:
                 if self._pooled:  # its Parse and its Bind must reach the same server
                     async with connection.transaction():
@@ -133,6 +144,8 @@ class PostgresStore:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 await self._expire_if_lost(connection, exc)
                 raise
+            finally:
+                in_use.dec()
 
     async def _expire_if_lost(self, connection: Any, exc: Exception) -> None:
         """After a connection was lost, the pool's idle ones are replaced on their next use.
@@ -413,24 +426,30 @@ class PostgresStore:
 
         async def unit(inside: Enclosure) -> Answer:
             pool = await self.pool()
-            async with pool.acquire() as connection, connection.transaction():
-                inside.connection = connection
-                answer = await work()
-                commit_or_roll_back(inside, answer)
-                stored = await self._fetch_once(
-                    "key_answer",
-                    {
-                        "owner": claim.owner,
-                        "key": claim.key,
-                        "token": claim.token,
-                        "status": answer.status,
-                        "content_type": answer.content_type,
-                        "body": answer.body,
-                    },
-                )
-                if not stored:
-                    raise RolledBack(None)
-                return answer
+            in_use = self._watch.in_use
+            async with pool.acquire() as connection:
+                in_use.inc()
+                try:
+                    async with connection.transaction():
+                        inside.connection = connection
+                        answer = await work()
+                        commit_or_roll_back(inside, answer)
+                        stored = await self._fetch_once(
+                            "key_answer",
+                            {
+                                "owner": claim.owner,
+                                "key": claim.key,
+                                "token": claim.token,
+                                "status": answer.status,
+                                "content_type": answer.content_type,
+                                "body": answer.body,
+                            },
+                        )
+                        if not stored:
+                            raise RolledBack(None)
+                        return answer
+                finally:
+                    in_use.dec()
 
         return await run_keyed(self._runner, _sqlstate, unit)
 
@@ -450,11 +469,11 @@ class PostgresStore:
             return None
         return rows[0][0] if rows else None
 
-    def pool_figures(self) -> PoolFigures | None:
-        if self._pool is None:
-            return None
-        size, idle = self._pool.get_size(), self._pool.get_idle_size()
-        return PoolFigures(size, size - idle, idle)
+    def watch_pool(self, watch: PoolWatch) -> None:
+        """Connections count as open from asyncpg's ``init`` to their termination listener
+        (closed, or lost), and as in use while a unit holds one: two updates per unit, and
+        no walk over the pool's connections, as ``get_size()`` would take."""
+        self._watch = watch
 
     async def close(self) -> None:
         if self._pool is None:

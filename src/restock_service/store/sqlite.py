@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import QueuePool
 
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
@@ -52,7 +51,7 @@ from restock_service.schemas import (
 )
 from restock_service.store import (
     LedgerPosition,
-    PoolFigures,
+    PoolWatch,
     key_row,
     restock_records,
     sync_execution,
@@ -558,13 +557,14 @@ class SqliteStore:
 
         return await self.read(work)
 
-    def pool_figures(self) -> PoolFigures | None:
+    def watch_pool(self, watch: PoolWatch) -> None:
+        """SQLAlchemy's pool events: a connection is open from connect to close, and in use
+        from checkout to checkin."""
         pool = self.engine.sync_engine.pool
-        if not isinstance(pool, QueuePool):
-            return None
-        return PoolFigures(
-            pool.checkedout() + pool.checkedin(), pool.checkedout(), pool.checkedin()
-        )
+        sa.event.listen(pool, "connect", lambda *_: watch.open.inc())
+        sa.event.listen(pool, "close", lambda *_: watch.open.dec())
+        sa.event.listen(pool, "checkout", lambda *_: watch.in_use.inc())
+        sa.event.listen(pool, "checkin", lambda *_: watch.in_use.dec())
 
     async def close(self) -> None:
         await self.engine.dispose()
