@@ -10,27 +10,28 @@ STAMP := $(VENV)/.installed-stamp
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+		-e ./clients/python
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv/ and install the package (editable) with its dev tools
+install: $(STAMP) ## Create .venv/ and install the package and its client (editable), dev tools
 
 run: install ## Serve on 127.0.0.1:8000 against the embedded SQLite default, migrating first
 	$(BIN)/restock-service serve --migrate --host 127.0.0.1 --port 8000
 
-test: install ## Run the whole suite (SQLite and PostgreSQL)
+test: install ## Run the whole suite (SQLite and PostgreSQL), the client's tests too
 	$(BIN)/pytest
 
-lint: install ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
-	$(BIN)/mypy src
+lint: install ## ruff (lint and format check) and mypy, on the server and the client
+	$(BIN)/ruff check src tests migrations bench clients
+	$(BIN)/ruff format --check src tests migrations bench clients
+	$(BIN)/mypy src clients/python/src
 
 format: install ## Rewrite the code in the house format
-	$(BIN)/ruff check --fix src tests migrations bench
-	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench clients
+	$(BIN)/ruff format src tests migrations bench clients
 
 migrate: install ## Bring RESTOCK_DATABASE_URL to the current schema
 	$(BIN)/restock-service migrate

@@ -15,8 +15,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from restock_service.client import Line, OrderCancel, RestockClient, RestockUnavailable
-from restock_service.messages import Code, Outcome
+from restock_client import Code, Line, OrderCancel, Outcome, RestockClient, RestockUnavailable
 from tests.helpers import Database, ledger, put_stock, quantity, rakuten, repeat_requests, sync
 
 

@@ -5,7 +5,8 @@ per logical call, the same key on each of its attempts, next to one ``X-Request-
 service stores a write's answer with its effect and answers a retry with the same key by
 replaying that first answer, byte for byte (``Idempotent-Replayed: true``). That makes a
 call safe to send again after a timeout, a dropped connection or a 503, and this client does
-so by itself, with exponential backoff (honouring ``Retry-After``).
+so by itself, with exponential backoff (honouring ``Retry-After``); tenacity runs the
+attempts.
 
 So when an attempt restored the orders and only its answer was lost, the retry gets that
 first answer back, ``restored`` with its lines, and the client returns it as it is
@@ -22,38 +23,42 @@ import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
-from restock_service.messages import Code, Mall, Outcome, RestockStatus
-from restock_service.rules import Line
-from restock_service.schemas import RestockBatchOut, RestockRecordOut, RestockResultOut, StockOut
+from restock_client.errors import (
+    RestockAuthError,
+    RestockError,
+    RestockRequestError,
+    RestockResponseError,
+    RestockUnavailable,
+)
+from restock_client.models import (
+    Mall,
+    OrderCancel,
+    RestockBatch,
+    RestockRecord,
+    StockLevel,
+)
 
-__all__ = [
-    "Counts",
-    "FieldError",
-    "Line",
-    "OrderCancel",
-    "OrderOutcome",
-    "Resolution",
-    "RestockAuthError",
-    "RestockBatch",
-    "RestockClient",
-    "RestockError",
-    "RestockRecord",
-    "RestockRequestError",
-    "RestockResponseError",
-    "RestockUnavailable",
-    "StockLevel",
-    "parse_retry_after",
-]
+__all__ = ["RestockClient", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -78,195 +83,22 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 Sleep = Callable[[float], Awaitable[object]]
-_M = TypeVar("_M", RestockBatchOut, RestockRecordOut, StockOut)
 
 
-# --- requests and answers ----------------------------------------------------------------
+class _FromJson(Protocol):
+    """An answer model: it parses its schema's JSON body."""
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "") -> Self: ...
 
 
-@dataclass(frozen=True, slots=True)
-class OrderCancel:
-    """One order of a cancel batch: its number and whether the mall cancel succeeded."""
-
-    order_no: str
-    mall_cancel_succeeded: bool
-    mall_cancel_message: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The order as the request body carries it."""
-        body: dict[str, Any] = {
-            "order_no": self.order_no,
-            "mall_cancel_succeeded": self.mall_cancel_succeeded,
-        }
-        if self.mall_cancel_message is not None:
-            body["mall_cancel_message"] = self.mall_cancel_message
-        return body
+_M = TypeVar("_M", bound=_FromJson)
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
-    """How many orders of a batch ended in each outcome."""
-
-    success: int
-    skip: int
-    fail: int
-
-
-@dataclass(frozen=True, slots=True)
-class OrderOutcome:
-    """What happened to one order."""
-
-    order_no: str
-    code: Code
-    outcome: Outcome
-    message: str
-    items: list[Line]
-    missing_skus: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class RestockBatch:
-    """The answer to a cancel batch, as ``POST /restocks`` gave it the first time.
-
-    ``idempotency_key`` is the key every attempt of the call carried; ``replayed`` is True
-    when the answer is the service's replay of an earlier attempt's (whose answer was lost).
-    """
-
-    mall: Mall
-    counts: Counts
-    results: list[OrderOutcome]
-    messages: list[str]
-    request_id: str = ""
-    attempts: int = 1
-    idempotency_key: str = ""
-    replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StockLevel:
-    """A sku's stock after a manual adjustment, as ``POST /stock/{sku}/adjustments`` gave it
-    the first time (``idempotency_key`` and ``replayed`` as on :class:`RestockBatch`)."""
-
-    sku: str
-    quantity: int
-    updated_at: datetime
-    request_id: str = ""
-    attempts: int = 1
-    idempotency_key: str = ""
-    replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """How a failed restock was settled by hand (contract v1.1)."""
-
-    note: str
-    resolved_by: str
-    resolved_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RestockRecord:
-    """The restock recorded for an order, as ``GET /restocks/{order_no}`` gives it."""
-
-    order_no: str
-    mall: Mall
-    status: RestockStatus
-    code: Code
-    message: str
-    items: list[Line]
-    missing_skus: list[str]
-    requested_at: datetime
-    completed_at: datetime
-    repeat_requests: int
-    resolution: Resolution | None = None
-
-
-# --- errors ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One offending field of a rejected request (an entry of the problem's ``errors``)."""
-
-    field: str
-    location: str
-    message: str
-    type: str
-    input: Any = None
-
-
-class RestockError(Exception):
-    """Base of every error this client raises; carries what the service answered."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        problem: Mapping[str, Any] | None = None,
-        request_id: str | None = None,
-        attempts: int = 1,
-        idempotency_key: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.problem: dict[str, Any] | None = dict(problem) if problem is not None else None
-        self.errors: list[FieldError] = _field_errors(problem)
-        self.request_id = request_id
-        self.attempts = attempts
-        self.idempotency_key = idempotency_key
-
-    @property
-    def detail(self) -> str | None:
-        """The problem document's ``detail``, when the answer had one."""
-        detail = (self.problem or {}).get("detail")
-        return detail if isinstance(detail, str) else None
-
-
-class RestockRequestError(RestockError):
-    """A 4xx answer: the request was refused and nothing changed; sending it again won't help."""
-
-
-class RestockAuthError(RestockRequestError):
-    """A 401 (no valid key) or 403 (a reader key on a call that writes)."""
-
-
-class RestockUnavailable(RestockError):
-    """The service did not answer usefully within ``max_attempts`` (503s, 409s "still in
-    flight" or transport errors).
-
-    ``retry_after`` is the last delay the service asked for, if any. ``outcome_unknown``
-    is True when an attempt may have reached the server and been applied, its answer lost.
-    Sending the call again with ``idempotency_key=err.idempotency_key`` is safe either way:
-    it gets the first answer, if there was one, and takes effect otherwise.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        outcome_unknown: bool = False,
-        **kw: Any,
-    ) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-        self.outcome_unknown = outcome_unknown
-
-
-class RestockResponseError(RestockError):
-    """An answer outside the contract: an unexpected status or a body of the wrong shape."""
-
-
-# --- the client --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
 class _Answer:
     response: httpx.Response
     attempts: int
-    outcome_unknown: bool = field(default=False)
 
     @property
     def replayed(self) -> bool:
@@ -284,6 +116,7 @@ class RestockClient:
     seconds; a longer one ends the call with :class:`RestockUnavailable` at once), otherwise
     ``backoff_base * 2**(n-1)`` capped at ``backoff_cap``, reduced by a random part of up
     to ``jitter`` of itself (with jitter ≤ 0.5 they never shrink until they reach the cap).
+    ``sleep`` is how it waits (``asyncio.sleep``; tests pass one that records the delays).
     """
 
     def __init__(
@@ -316,9 +149,7 @@ class RestockClient:
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
         self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._jitter = jitter
+        self._wait = _WaitRetryAfterOrBackoff(backoff_base, backoff_cap, jitter)
         self._max_retry_after = max_retry_after
         self._sleep = sleep
 
@@ -367,22 +198,12 @@ class RestockClient:
         """
         key = _new_key() if idempotency_key is None else idempotency_key
         rid = request_id or uuid.uuid4().hex
-        body = {
-            "mall": str(mall),
-            "restore_stock": restore_stock,
-            "orders": [o.to_json() if isinstance(o, OrderCancel) else dict(o) for o in orders],
-        }
+        body = restock_body(mall, orders, restore_stock)
         answer = await self._call("POST", "/restocks", rid, json=body, idempotency_key=key)
         if answer.response.status_code != 200:
             raise _refusal(answer)
-        batch = _parse(RestockBatchOut, answer, rid)
-        return RestockBatch(
-            mall=batch.mall,
-            counts=Counts(
-                success=batch.counts.success, skip=batch.counts.skip, fail=batch.counts.fail
-            ),
-            results=[_outcome(r) for r in batch.results],
-            messages=list(batch.messages),
+        return replace(
+            _parse(RestockBatch, answer, rid),
             request_id=rid,
             attempts=answer.attempts,
             idempotency_key=key,
@@ -411,18 +232,13 @@ class RestockClient:
         """
         key = _new_key() if idempotency_key is None else idempotency_key
         rid = request_id or uuid.uuid4().hex
-        body: dict[str, Any] = {"delta": delta, "reason": reason}
-        if order_no is not None:
-            body["order_no"] = order_no
         path = f"/stock/{quote(sku, safe='')}/adjustments"
+        body = adjustment_body(delta, reason, order_no)
         answer = await self._call("POST", path, rid, json=body, idempotency_key=key)
         if answer.response.status_code != 200:
             raise _refusal(answer)
-        stock = _parse(StockOut, answer, rid)
-        return StockLevel(
-            sku=stock.sku,
-            quantity=stock.quantity,
-            updated_at=stock.updated_at,
+        return replace(
+            _parse(StockLevel, answer, rid),
             request_id=rid,
             attempts=answer.attempts,
             idempotency_key=key,
@@ -440,20 +256,7 @@ class RestockClient:
             return None
         if status != 200:
             raise _refusal(answer)
-        record = _parse(RestockRecordOut, answer, rid)
-        return RestockRecord(
-            order_no=record.order_no,
-            mall=record.mall,
-            status=record.status,
-            code=record.code,
-            message=record.message,
-            items=[Line(sku=i.sku, quantity=i.quantity) for i in record.items],
-            missing_skus=list(record.missing_skus),
-            requested_at=record.requested_at,
-            completed_at=record.completed_at,
-            repeat_requests=record.repeat_requests,
-            resolution=_resolution(answer.response),
-        )
+        return _parse(RestockRecord, answer, rid)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -470,66 +273,147 @@ class RestockClient:
         A keyed call (a write) sends its key on every attempt, and also retries a 409 that
         carries ``Retry-After``: the service's "a request with this key is still being
         processed", typically the very attempt whose answer this call lost. Any other 409
-        is a refusal, and so is every 409 of an unkeyed call.
+        is a refusal, and so is every 409 of an unkeyed call. tenacity runs the attempts;
+        the waits and the early stop on a long ``Retry-After`` are the two classes below.
         """
-        outcome_unknown = False
-        retry_after: float | None = None
-        last_response: httpx.Response | None = None
-        last_error: httpx.TransportError | None = None
+        keyed = idempotency_key is not None
         headers = {REQUEST_ID_HEADER: request_id}
         if idempotency_key is not None:
             headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
-        for attempt in range(1, self._max_attempts + 1):
+        attempts = 0
+        outcome_unknown = False
+
+        async def attempt() -> httpx.Response:
+            nonlocal attempts, outcome_unknown
+            attempts += 1
             try:
                 response = await self._http.request(method, path, json=json, headers=headers)
             except RETRYABLE_ERRORS as exc:
-                last_error, last_response, retry_after = exc, None, None
                 if not isinstance(exc, NOT_SENT_ERRORS):
                     outcome_unknown = True
                 log.warning(
                     "%s %s [%s] attempt %d/%d failed: %r",
-                    method, path, request_id, attempt, self._max_attempts, exc,
+                    method, path, request_id, attempts, self._max_attempts, exc,
                 )  # fmt: skip
+                raise
             except httpx.TransportError as exc:  # a bad URL or a broken request: not transient
                 raise RestockError(
                     f"{method} {path} could not be sent: {exc!r}",
                     request_id=request_id,
                     idempotency_key=idempotency_key,
                 ) from exc
-            else:
-                if not _retryable(response, keyed=idempotency_key is not None):
-                    return _Answer(response, attempt, outcome_unknown)
-                last_error, last_response = None, response
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if _retryable(response, keyed=keyed):
                 log.warning(
                     "%s %s [%s] attempt %d/%d: %d, Retry-After %s",
-                    method, path, request_id, attempt, self._max_attempts,
-                    response.status_code, retry_after,
+                    method, path, request_id, attempts, self._max_attempts,
+                    response.status_code, response.headers.get("Retry-After"),
                 )  # fmt: skip
-            if attempt == self._max_attempts:
-                break
-            if retry_after is not None and retry_after > self._max_retry_after:
-                break
-            await self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
-        if last_response is not None:
-            why = f"{last_response.status_code} {last_response.reason_phrase}"
-        else:
-            why = repr(last_error)
-        raise RestockUnavailable(
-            f"{method} {path} failed after {attempt} attempt(s): {why}",
-            status=last_response.status_code if last_response is not None else None,
-            problem=_problem(last_response) if last_response is not None else None,
-            request_id=request_id,
-            attempts=attempt,
-            idempotency_key=idempotency_key,
-            retry_after=retry_after,
-            outcome_unknown=outcome_unknown,
-        ) from last_error
+            return response
 
-    def _backoff(self, attempt: int) -> float:
-        """The delay after failed attempt ``attempt`` (1-based) when no Retry-After was sent."""
-        delay = min(self._backoff_cap, self._backoff_base * 2.0 ** min(attempt - 1, 62))
-        return delay * (1 - self._jitter * random.random())
+        async def sleep(seconds: float) -> None:
+            await self._sleep(seconds)
+
+        retrying = AsyncRetrying(
+            retry=(
+                retry_if_exception_type(RETRYABLE_ERRORS)
+                | retry_if_result(lambda response: _retryable(response, keyed=keyed))
+            ),
+            stop=stop_after_attempt(self._max_attempts)
+            | _StopOnLongRetryAfter(self._max_retry_after),
+            wait=self._wait,
+            sleep=sleep,
+        )
+        try:
+            response: httpx.Response = await retrying(attempt)
+        except RetryError as exc:
+            raise _unavailable(
+                exc, method, path, request_id, attempts, idempotency_key, outcome_unknown
+            ) from exc.last_attempt.exception()
+        return _Answer(response, attempts)
+
+
+class _WaitRetryAfterOrBackoff(wait_base):
+    """The delay after a failed attempt: the answer's ``Retry-After`` when it has one,
+    otherwise exponential backoff, capped, less a random part of up to ``jitter``."""
+
+    def __init__(self, base: float, cap: float, jitter: float) -> None:
+        self._backoff = wait_exponential(multiplier=base, max=cap)
+        self._jitter = jitter
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        asked = _asked_retry_after(retry_state)
+        if asked is not None:
+            return asked
+        return self._backoff(retry_state) * (1 - self._jitter * random.random())
+
+
+class _StopOnLongRetryAfter(stop_base):
+    """Give up at once when the service asks to wait longer than the client will."""
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        asked = _asked_retry_after(retry_state)
+        return asked is not None and asked > self._limit
+
+
+def _asked_retry_after(retry_state: RetryCallState) -> float | None:
+    """The ``Retry-After`` of the attempt's answer, if it was answered with one."""
+    outcome = retry_state.outcome
+    if outcome is None or outcome.failed:
+        return None
+    response: httpx.Response = outcome.result()
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _unavailable(
+    exc: RetryError,
+    method: str,
+    path: str,
+    request_id: str,
+    attempts: int,
+    idempotency_key: str | None,
+    outcome_unknown: bool,
+) -> RestockUnavailable:
+    """The error for a call whose attempts ran out, from its last attempt."""
+    last = exc.last_attempt
+    call: dict[str, Any] = {
+        "request_id": request_id,
+        "attempts": attempts,
+        "idempotency_key": idempotency_key,
+        "outcome_unknown": outcome_unknown,
+    }
+    failed = f"{method} {path} failed after {attempts} attempt(s)"
+    if last.failed:
+        return RestockUnavailable(f"{failed}: {last.exception()!r}", **call)
+    response: httpx.Response = last.result()
+    return RestockUnavailable(
+        f"{failed}: {response.status_code} {response.reason_phrase}",
+        status=response.status_code,
+        problem=_problem(response),
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        **call,
+    )
+
+
+def restock_body(
+    mall: Mall | str, orders: Sequence[OrderCancel | Mapping[str, Any]], restore_stock: bool
+) -> dict[str, Any]:
+    """The body of ``POST /restocks`` (``RestockRequest``)."""
+    return {
+        "mall": str(mall),
+        "restore_stock": restore_stock,
+        "orders": [o.to_json() if isinstance(o, OrderCancel) else dict(o) for o in orders],
+    }
+
+
+def adjustment_body(delta: int, reason: str, order_no: str | None) -> dict[str, Any]:
+    """The body of ``POST /stock/{sku}/adjustments`` (``AdjustmentIn``)."""
+    body: dict[str, Any] = {"delta": delta, "reason": reason}
+    if order_no is not None:
+        body["order_no"] = order_no
+    return body
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -565,21 +449,11 @@ def _retryable(response: httpx.Response, *, keyed: bool) -> bool:
     return keyed and response.status_code == 409 and "Retry-After" in response.headers
 
 
-def _outcome(r: RestockResultOut) -> OrderOutcome:
-    return OrderOutcome(
-        order_no=r.order_no,
-        code=r.code,
-        outcome=r.outcome,
-        message=r.message,
-        items=[Line(sku=i.sku, quantity=i.quantity) for i in r.items],
-        missing_skus=list(r.missing_skus),
-    )
-
-
 def _parse(model: type[_M], answer: _Answer, request_id: str) -> _M:
+    """The answer's body as ``model``, or :class:`RestockResponseError`."""
     try:
-        return model.model_validate_json(answer.response.content)
-    except ValidationError as exc:
+        return model.from_json(answer.response.json())
+    except ValueError as exc:  # a ShapeError, or a body that is not JSON
         raise RestockResponseError(
             f"the answer is not a {model.__name__}: {exc}",
             status=answer.response.status_code,
@@ -589,20 +463,6 @@ def _parse(model: type[_M], answer: _Answer, request_id: str) -> _M:
         ) from exc
 
 
-def _resolution(response: httpx.Response) -> Resolution | None:
-    try:
-        raw = response.json().get("resolution")
-        if not isinstance(raw, dict):
-            return None
-        return Resolution(
-            note=str(raw["note"]),
-            resolved_by=str(raw["resolved_by"]),
-            resolved_at=datetime.fromisoformat(str(raw["resolved_at"])),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _problem(response: httpx.Response) -> dict[str, Any] | None:
     """The response's JSON object (a problem document, if the service answered), else None."""
     try:
@@ -610,23 +470,6 @@ def _problem(response: httpx.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
-
-
-def _field_errors(problem: Mapping[str, Any] | None) -> list[FieldError]:
-    raw = (problem or {}).get("errors")
-    if not isinstance(raw, list):
-        return []
-    return [
-        FieldError(
-            field=str(e.get("field", "")),
-            location=str(e.get("location", "")),
-            message=str(e.get("message", "")),
-            type=str(e.get("type", "")),
-            input=e.get("input"),
-        )
-        for e in raw
-        if isinstance(e, dict)
-    ]
 
 
 def _refusal(answer: _Answer) -> RestockError:
@@ -648,7 +491,7 @@ def _refusal(answer: _Answer) -> RestockError:
         message,
         status=status,
         problem=problem,
-        request_id=response.request.headers.get(REQUEST_ID_HEADER),
+        request_id=request.headers.get(REQUEST_ID_HEADER),
         attempts=answer.attempts,
-        idempotency_key=response.request.headers.get(IDEMPOTENCY_KEY_HEADER),
+        idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER),
     )

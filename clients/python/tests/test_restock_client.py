@@ -1,7 +1,8 @@
 """RestockClient against a mocked service (respx): typed answers, retries, idempotency keys.
 
-The bodies are the service's own shapes, built from restock_service.messages; no server runs.
-tests/test_client_keys.py runs the client against the real service, losing its answers.
+No server runs and nothing of it is imported: the bodies have the OpenAPI document's shapes,
+with stand-in texts (the client passes the service's texts through untouched; the real ones
+meet the client in tests/test_client_keys.py and tests/test_client_against_app.py).
 """
 
 import re
@@ -14,9 +15,12 @@ import httpx
 import pytest
 import respx
 
-from restock_service.client import (
+from restock_client import (
+    Code,
     Line,
+    Mall,
     OrderCancel,
+    Outcome,
     RestockAuthError,
     RestockBatch,
     RestockClient,
@@ -24,20 +28,10 @@ from restock_service.client import (
     RestockRecord,
     RestockRequestError,
     RestockResponseError,
+    RestockStatus,
     RestockUnavailable,
     StockLevel,
     parse_retry_after,
-)
-from restock_service.messages import (
-    FAILURES_HEADER,
-    MESSAGE,
-    OUTCOME,
-    Code,
-    Mall,
-    Outcome,
-    RestockStatus,
-    failure_line,
-    restored_count_line,
 )
 
 BASE = "http://restock.test"
@@ -48,6 +42,24 @@ LINES = [{"sku": "TSHIRT-RED-M", "quantity": 2}, {"sku": "CAP-01", "quantity": 1
 PROBLEM_JSON = {"content-type": "application/problem+json"}
 REPLAYED = {"Idempotent-Replayed": "true"}
 KEY = "Idempotency-Key"
+
+# The outcome the service gives each code these tests use, and stand-ins for its texts.
+OUTCOME = {
+    Code.RESTORED: Outcome.SUCCESS,
+    Code.ALREADY_RESTORED: Outcome.SKIP,
+    Code.MALL_CANCEL_FAILED: Outcome.SKIP,
+    Code.PRODUCT_NOT_FOUND: Outcome.FAIL,
+}
+MESSAGE = {code: f"<the service's text for {code}>" for code in Code}
+FAILURES_HEADER = "<the header of the failures>"
+
+
+def restored_count_line(n: int) -> str:
+    return f"<{n} restored>"
+
+
+def failure_line(order_no: str, message: str) -> str:
+    return f"<{order_no}: {message}>"
 
 
 # --- the service's bodies ------------------------------------------------------------------
@@ -247,6 +259,7 @@ async def test_get_restock_reads_a_resolution(service: respx.MockRouter, sleep: 
             "note": "adjusted by hand",
             "resolved_by": "ops",
             "resolved_at": "2026-05-26T09:00:00+09:00",
+            "actor": "ops-key",
         },
     }
     service.get(f"/restocks/{ORDER_A}").mock(return_value=httpx.Response(200, json=resolved))
@@ -255,6 +268,7 @@ async def test_get_restock_reads_a_resolution(service: respx.MockRouter, sleep: 
     assert got is not None and got.status is RestockStatus.RESOLVED
     assert got.resolution is not None and got.resolution.resolved_by == "ops"
     assert got.resolution.resolved_at == datetime(2026, 5, 26, 0, tzinfo=UTC)
+    assert got.resolution.actor == "ops-key"
 
 
 async def test_get_restock_on_404_is_none(service: respx.MockRouter, sleep: FakeSleep) -> None:
@@ -447,6 +461,26 @@ async def test_a_body_of_the_wrong_shape_is_an_error(
     async with client(sleep) as c:
         with pytest.raises(RestockResponseError):
             await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"results": [{**RESTORED_A["results"][0], "code": "restocked"}]}, "results[0].code"),
+        ({"results": [{**RESTORED_A["results"][0], "items": [{"sku": "A"}]}]}, "quantity"),
+        ({"counts": {"success": "1", "skip": 0, "fail": 0}}, "counts.success"),
+        ({"mall": None}, "mall"),
+        ({"messages": None}, "messages"),
+    ],
+)
+async def test_a_body_outside_the_schema_is_an_error_naming_the_field(
+    service: respx.MockRouter, sleep: FakeSleep, change: dict[str, Any], where: str
+) -> None:
+    service.post("/restocks").mock(return_value=httpx.Response(200, json={**RESTORED_A, **change}))
+    async with client(sleep) as c:
+        with pytest.raises(RestockResponseError, match=re.escape(where)) as caught:
+            await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+    assert caught.value.status == 200 and caught.value.idempotency_key
 
 
 # --- giving up -----------------------------------------------------------------------------
