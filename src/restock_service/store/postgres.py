@@ -7,8 +7,9 @@ holds fail as a serialization failure when it does not (see retry.py).
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -132,15 +133,22 @@ class PostgresStore:
         outer = enclosure()
         if outer is not None:  # part of a keyed unit: its transaction
             return list(await outer.connection.fetch(query.text, *args))
+        async with self._connection() as connection:  # bounded by the unit's deadline
+            if self._pooled:  # its Parse and its Bind must reach the same server
+                async with connection.transaction():
+                    return list(await connection.fetch(query.text, *args))
+            return list(await connection.fetch(query.text, *args))
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, counted in use while it is held; when it turns out lost,
+        the pool's idle ones are expired (``_expire_if_lost``)."""
         pool = await self.pool()
         in_use = self._watch.in_use
-        async with pool.acquire() as connection:  # bounded by the unit's deadline
+        async with pool.acquire() as connection:
             in_use.inc()
             try:
-                if self._pooled:  # its Parse and its Bind must reach the same server
-                    async with connection.transaction():
-                        return list(await connection.fetch(query.text, *args))
-                return list(await connection.fetch(query.text, *args))
+                yield connection
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 await self._expire_if_lost(connection, exc)
                 raise
@@ -425,31 +433,24 @@ class PostgresStore:
         store opens one): BEGIN, its statements, key_answer.sql, COMMIT."""
 
         async def unit(inside: Enclosure) -> Answer:
-            pool = await self.pool()
-            in_use = self._watch.in_use
-            async with pool.acquire() as connection:
-                in_use.inc()
-                try:
-                    async with connection.transaction():
-                        inside.connection = connection
-                        answer = await work()
-                        commit_or_roll_back(inside, answer)
-                        stored = await self._fetch_once(
-                            "key_answer",
-                            {
-                                "owner": claim.owner,
-                                "key": claim.key,
-                                "token": claim.token,
-                                "status": answer.status,
-                                "content_type": answer.content_type,
-                                "body": answer.body,
-                            },
-                        )
-                        if not stored:
-                            raise RolledBack(None)
-                        return answer
-                finally:
-                    in_use.dec()
+            async with self._connection() as connection, connection.transaction():
+                inside.connection = connection
+                answer = await work()
+                commit_or_roll_back(inside, answer)
+                stored = await self._fetch_once(
+                    "key_answer",
+                    {
+                        "owner": claim.owner,
+                        "key": claim.key,
+                        "token": claim.token,
+                        "status": answer.status,
+                        "content_type": answer.content_type,
+                        "body": answer.body,
+                    },
+                )
+                if not stored:
+                    raise RolledBack(None)
+                return answer
 
         return await run_keyed(self._runner, _sqlstate, unit)
 

@@ -93,6 +93,7 @@ class _FromJson(Protocol):
 
 
 _M = TypeVar("_M", bound=_FromJson)
+_W = TypeVar("_W", RestockBatch, StockLevel)  # the answers of the keyed writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,19 +197,8 @@ class RestockClient:
         the order was restored by another call. A key names one request: sent again with
         another batch, it is refused (422).
         """
-        key = _new_key() if idempotency_key is None else idempotency_key
-        rid = request_id or uuid.uuid4().hex
         body = restock_body(mall, orders, restore_stock)
-        answer = await self._call("POST", "/restocks", rid, json=body, idempotency_key=key)
-        if answer.response.status_code != 200:
-            raise _refusal(answer)
-        return replace(
-            _parse(RestockBatch, answer, rid),
-            request_id=rid,
-            attempts=answer.attempts,
-            idempotency_key=key,
-            replayed=answer.replayed,
-        )
+        return await self._write(RestockBatch, "/restocks", body, idempotency_key, request_id)
 
     async def adjust(
         self,
@@ -230,15 +220,26 @@ class RestockClient:
         the same ``idempotency_key`` to both. An unknown sku (404) or a refused body (422)
         raises :class:`RestockRequestError`.
         """
-        key = _new_key() if idempotency_key is None else idempotency_key
-        rid = request_id or uuid.uuid4().hex
         path = f"/stock/{quote(sku, safe='')}/adjustments"
         body = adjustment_body(delta, reason, order_no)
+        return await self._write(StockLevel, path, body, idempotency_key, request_id)
+
+    async def _write(
+        self,
+        model: type[_W],
+        path: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        request_id: str | None,
+    ) -> _W:
+        """POST ``body`` under one key for every attempt; its 200 answer as ``model``."""
+        key = _new_key() if idempotency_key is None else idempotency_key
+        rid = request_id or uuid.uuid4().hex
         answer = await self._call("POST", path, rid, json=body, idempotency_key=key)
         if answer.response.status_code != 200:
             raise _refusal(answer)
         return replace(
-            _parse(StockLevel, answer, rid),
+            _parse(model, answer, rid),
             request_id=rid,
             attempts=answer.attempts,
             idempotency_key=key,
