@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -9,7 +10,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from restock_service.config import Settings
-from restock_service.tables import restocks, stock_movements
+from restock_service.tables import idempotency_keys, restocks, stock_movements
 
 T = TypeVar("T")
 
@@ -117,3 +118,21 @@ async def repeat_requests(db: Database, order_no: str) -> int:
                 sa.select(restocks.c.repeat_requests).where(restocks.c.order_no == order_no)
             )
         ).scalar_one()
+
+
+async def plant_claim(
+    db: Database, key: str, fingerprint: bytes, locked_for_s: float, owner: str = ""
+) -> None:
+    """A claim on ``key``, as a request still at work would hold it (the store itself leaves
+    none: its writes take keys with their effects)."""
+    now = datetime.now(UTC)
+    row = {
+        "owner": owner,
+        "key": key,
+        "fingerprint": fingerprint,
+        "locked_until": now + timedelta(seconds=locked_for_s),
+        "receipt": None,
+        "created_at": now,
+        "expires_at": now + timedelta(hours=1),
+    }
+    await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**row)))

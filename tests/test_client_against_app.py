@@ -36,7 +36,17 @@ from restock_service import idempotency, messages
 from restock_service.api import create_app
 from restock_service.config import Settings
 from restock_service.store import Store
-from tests.helpers import Database, cancel_ok, ledger, order, put_stock, quantity, rakuten, sync
+from tests.helpers import (
+    Database,
+    cancel_ok,
+    ledger,
+    order,
+    plant_claim,
+    put_stock,
+    quantity,
+    rakuten,
+    sync,
+)
 
 NAMED_KEYS = json.dumps(
     [
@@ -263,16 +273,14 @@ async def test_the_apps_503_is_retried_after_the_retry_after_it_sent(
 
 
 async def test_the_apps_in_flight_409_is_retried_after_its_retry_after_and_moves_stock_once(
-    database_url: str, client: AsyncClient
+    database_url: str, client: AsyncClient, db: Database
 ) -> None:
     """A live claim on the key, as the lost first attempt would hold while it runs."""
     await put_stock(client, "A", 10)
-    async with app_with(database_url, idempotency_lock_s=0.3) as short:
+    async with app_with(database_url) as short:
         body = httpx.Request("POST", "http://test", json=adjustment_body(5, "棚卸し", None)).content
-        now = datetime.now(UTC)
         print_ = idempotency.fingerprint("POST", "/stock/A/adjustments", body)
-        claim = idempotency.new_claim("", "k-1", print_, now, lock_s=0.3, ttl_s=600)
-        assert await store_of(short).claim_key(claim, now) is None
+        await plant_claim(db, "k-1", print_, 0.3)
         delays = Delays(real_s=0.4)  # long enough for the claim to lapse
         async with client_of(short, sleep=delays) as restock:
             got = await restock.adjust("A", 5, "棚卸し", idempotency_key="k-1")

@@ -4,7 +4,7 @@ byte, mismatch, in flight, lapsed claims, scope, retention and the required head
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,14 +18,15 @@ from restock_service import idempotency
 from restock_service.api import create_app
 from restock_service.books import check_books
 from restock_service.config import Settings
-from restock_service.idempotency import Answer, Claim, KeyRow, KeyState, new_claim, state_of
-from restock_service.store import Store
+from restock_service.idempotency import KeyState, new_claim, state_of
+from restock_service.store import Store, key_row
 from restock_service.tables import idempotency_keys, stock_movements
 from tests.helpers import (
     Database,
     count_rows,
     ledger,
     order,
+    plant_claim,
     put_stock,
     quantity,
     rakuten,
@@ -96,7 +97,7 @@ async def test_without_a_key_a_write_behaves_as_in_v1(client: AsyncClient) -> No
 
 
 async def test_a_replayed_restock_answers_restored_again_and_counts_nothing_again(
-    client: AsyncClient, db: Database
+    client: AsyncClient, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     await put_stock(client, "A", 10)
     await sync(client, rakuten(1), {"A": 3})
@@ -104,7 +105,9 @@ async def test_a_replayed_restock_answers_restored_again_and_counts_nothing_agai
 
     first = await client.post("/restocks", json=body, headers=keyed("cancel-1"))
     metrics_before = (await client.get("/metrics")).text
-    again = await client.post("/restocks", json=body, headers=keyed("cancel-1"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="restock_service.restock"):
+        again = await client.post("/restocks", json=body, headers=keyed("cancel-1"))
     metrics_after = (await client.get("/metrics")).text
 
     assert first.json()["results"][0]["code"] == "restored"
@@ -115,6 +118,35 @@ async def test_a_replayed_restock_answers_restored_again_and_counts_nothing_agai
     orders_line = 'restock_orders_total{code="restored",mall="rakuten"} 1.0'
     assert orders_line in metrics_before and orders_line in metrics_after
     assert 'restock_idempotent_requests_total{outcome="replayed"} 1.0' in metrics_after
+    (decision,) = [r for r in caplog.records if r.getMessage().startswith("restock decision")]
+    assert (decision.code, decision.replayed) == ("restored", True)  # type: ignore[attr-defined]
+    assert decision.getMessage().endswith("(replayed)")
+
+
+async def test_a_mixed_batch_replays_every_line_of_its_first_answer(
+    client: AsyncClient, db: Database
+) -> None:
+    """Restored, repeated and failed orders in one batch: on PostgreSQL the write reads, then
+    writes, and the receipt keeps the rows of both statements."""
+    await put_stock(client, "A", 10)
+    await sync(client, rakuten(1), {"A": 1})
+    await sync(client, rakuten(2), {"A": 2})
+    await put_stock(client, "GONE", 1)
+    await sync(client, rakuten(3), {"GONE": 1})
+    await client.delete("/stock/GONE")
+    orders = [order(rakuten(n)) for n in (1, 2, 3, 4)]
+    await client.post("/restocks", json={"mall": "rakuten", "restore_stock": True,
+                                         "orders": orders[:1]})  # fmt: skip
+    body = {"mall": "rakuten", "restore_stock": True, "orders": orders}
+
+    first = await client.post("/restocks", json=body, headers=keyed("mixed"))
+    again = await client.post("/restocks", json=body, headers=keyed("mixed"))
+
+    codes = [r["code"] for r in first.json()["results"]]
+    assert codes == ["already_restored", "restored", "product_not_found", "no_sync_history"], codes
+    assert (again.headers[REPLAYED], again.content) == ("true", first.content)
+    assert await quantity(client, "A") == 10
+    assert await repeat_requests(db, rakuten(1)) == 1  # the first answer's repeat, once
 
 
 async def test_a_restock_stays_once_per_order_whatever_keys_are_sent(
@@ -248,14 +280,11 @@ async def test_a_key_reused_for_another_request_is_422_and_nothing_is_done(
 
 
 async def test_a_live_claim_makes_the_same_key_409_with_retry_after_and_nothing_is_done(
-    app: FastAPI, client: AsyncClient, db: Database
+    client: AsyncClient, db: Database
 ) -> None:
     await put_stock(client, "A", 10)
     body = b'{"delta":5,"reason":"x"}'
-    now = datetime.now(UTC)
-    print_ = idempotency.fingerprint("POST", "/stock/A/adjustments", body)
-    in_flight = new_claim("", "k", print_, now, lock_s=30, ttl_s=600)
-    assert await store_of(app).claim_key(in_flight, now) is None
+    await plant_claim(db, "k", idempotency.fingerprint("POST", "/stock/A/adjustments", body), 30)
 
     response = await client.post(
         "/stock/A/adjustments",
@@ -268,21 +297,15 @@ async def test_a_live_claim_makes_the_same_key_409_with_retry_after_and_nothing_
     assert await quantity(client, "A") == 10
 
 
-async def test_a_claim_whose_request_died_is_free_again_after_the_lock(
-    database_url: str, client: AsyncClient, db: Database
-) -> None:
+async def test_a_lapsed_claim_is_free_again(client: AsyncClient, db: Database) -> None:
     await put_stock(client, "A", 10)
-    async with app_with(database_url, idempotency_lock_s=0.3) as short:
-        body = b'{"delta":5,"reason":"x"}'
-        now = datetime.now(UTC)
-        print_ = idempotency.fingerprint("POST", "/stock/A/adjustments", body)
-        dead = new_claim("", "k", print_, now, lock_s=0.3, ttl_s=600)
-        await store_of(short.app).claim_key(dead, now)  # type: ignore[attr-defined]
-        headers = {**keyed("k"), "content-type": "application/json"}
+    body = b'{"delta":5,"reason":"x"}'
+    await plant_claim(db, "k", idempotency.fingerprint("POST", "/stock/A/adjustments", body), 0.3)
+    headers = {**keyed("k"), "content-type": "application/json"}
 
-        during = await short.post("/stock/A/adjustments", content=body, headers=headers)
-        await asyncio.sleep(0.4)
-        after = await short.post("/stock/A/adjustments", content=body, headers=headers)
+    during = await client.post("/stock/A/adjustments", content=body, headers=headers)
+    await asyncio.sleep(0.4)
+    after = await client.post("/stock/A/adjustments", content=body, headers=headers)
 
     assert during.status_code == 409
     assert after.status_code == 200, after.text
@@ -344,7 +367,7 @@ async def _quantities(client: AsyncClient, skus: list[str]) -> dict[str, int | N
     return {sku: await quantity(client, sku) for sku in skus}
 
 
-# --- the store: claims as idempotency.state_of decides them --------------------------------
+# --- the store: keys taken as idempotency.state_of decides ---------------------------------
 
 
 def _row(now: datetime, **changes: Any) -> dict[str, Any]:
@@ -352,11 +375,8 @@ def _row(now: datetime, **changes: Any) -> dict[str, Any]:
         "owner": "",
         "key": "k",
         "fingerprint": b"f" * 32,
-        "token": "t" * 32,
         "locked_until": now + timedelta(seconds=30),
-        "status": None,
-        "content_type": None,
-        "body": None,
+        "receipt": None,
         "created_at": now - timedelta(seconds=1),
         "expires_at": now + timedelta(hours=1),
     }
@@ -367,83 +387,66 @@ def _row(now: datetime, **changes: Any) -> dict[str, Any]:
 STATES = {
     "live claim": {},
     "lapsed claim": {"locked_until": "past"},
-    "stored answer": {"locked_until": None, "status": 201, "content_type": "a/b", "body": b"{}"},
-    "forgotten answer": {
-        "locked_until": None, "status": 201, "content_type": "a/b", "body": b"{}",
-        "expires_at": "past",
-    },
+    "stored receipt": {"locked_until": None, "receipt": b"[]"},
+    "forgotten receipt": {"locked_until": None, "receipt": b"[]", "expires_at": "past"},
     "forgotten claim": {"expires_at": "past"},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("state", [None, *STATES])
-async def test_the_store_claims_a_key_exactly_when_state_of_says_it_is_free(
-    app: FastAPI, db: Database, state: str | None
+async def test_a_keyed_write_takes_the_key_exactly_when_state_of_says_it_is_free(
+    app: FastAPI, client: AsyncClient, db: Database, state: str | None
 ) -> None:
+    await put_stock(client, "A", 10)
     now = datetime.now(UTC)
-    before: KeyRow | None = None
+    before: dict[str, Any] | None = None
     if state is not None:
         changes = {
             k: now - timedelta(seconds=1) if v == "past" else v for k, v in STATES[state].items()
         }
-        row = _row(now, **changes)
-        await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**row)))
-        before = _key_row_of(row)
-    claim = Claim("", "k", b"g" * 32, "n" * 32, now + timedelta(seconds=30), now + timedelta(1))
+        before = _row(now, **changes)
+        await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**before)))
+    claim = new_claim("", "k", b"g" * 32, now, ttl_s=60)
 
-    held = await store_of(app).claim_key(claim, now)
+    with idempotency.serving(idempotency.Keyed(claim)) as request, suppress(idempotency.KeyHeld):
+        await store_of(app).adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)
 
-    if state_of(before, now) is KeyState.FREE:
-        assert held is None
-        async with db.engine.connect() as conn:
-            token = (await conn.execute(sa.select(idempotency_keys.c.token))).scalar_one()
-        assert token == claim.token
-    else:
-        assert held == before
+    async with db.engine.connect() as conn:
+        (after,) = (await conn.execute(sa.select(idempotency_keys))).mappings().all()
+    free = state_of(key_row(before) if before else None, now) is KeyState.FREE
+    assert request.held is not free
+    assert await quantity(client, "A") == (15 if free else 10)
+    if free:
+        assert (after["fingerprint"], after["locked_until"]) == (claim.fingerprint, None)
+        assert after["receipt"] is not None
+    else:  # untouched
+        assert before is not None
+        assert (after["fingerprint"], after["receipt"]) == (
+            before["fingerprint"],
+            before["receipt"],
+        )
 
 
-def _key_row_of(row: dict[str, Any]) -> KeyRow:
-    answer = Answer(row["status"], row["content_type"], row["body"]) if row["status"] else None
-    return KeyRow(row["fingerprint"], row["token"], row["locked_until"], row["expires_at"], answer)
-
-
-async def test_a_5xx_answer_is_not_stored_and_the_claim_is_released(
-    app: FastAPI, client: AsyncClient, db: Database
+async def test_a_write_that_fails_keeps_no_key_and_its_retry_is_processed_afresh(
+    database_url: str, client: AsyncClient, db: Database
 ) -> None:
+    """A 5xx (here the deadline, past a lock held elsewhere) keeps nothing: no effect, no key."""
+    if db.dialect != "postgresql":
+        pytest.skip("holds a row lock from another connection")
     await put_stock(client, "A", 10)
-    store = store_of(app)
-    now = datetime.now(UTC)
-    claim = new_claim("", "k", b"f" * 32, now, lock_s=30, ttl_s=60)
+    async with app_with(database_url, db_deadline_s=0.5) as short:
+        async with db.engine.connect() as blocker:
+            held = await blocker.begin()
+            await blocker.execute(sa.text("SELECT 1 FROM stock WHERE sku = 'A' FOR UPDATE"))
+            failed = await adjust(short, "A", 5, "k")
+            await asyncio.sleep(0.5)  # the abandoned statement is cancelled meanwhile
+            await held.rollback()
+        again = await adjust(short, "A", 5, "k")
 
-    async def work() -> Answer:
-        await store.adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)  # then it fails
-        return Answer(503, "application/problem+json", b"{}")
-
-    outcome = await idempotency.once(store, claim, now, work)
-
-    assert outcome == (idempotency.Outcome.ANSWERED, Answer(503, "application/problem+json", b"{}"))
-    assert await quantity(client, "A") == 10  # rolled back with the unanswered request
-    assert await key_rows(db) == 0  # released: a retry runs afresh at once
-
-
-async def test_a_request_whose_claim_was_taken_over_commits_nothing(
-    app: FastAPI, client: AsyncClient, db: Database
-) -> None:
-    await put_stock(client, "A", 10)
-    store = store_of(app)
-    now = datetime.now(UTC)
-    slow = new_claim("", "k", b"f" * 32, now, lock_s=30, ttl_s=60)
-    assert await store.claim_key(slow, now) is None
-    later = now + timedelta(seconds=31)
-    takeover = new_claim("", "k", b"f" * 32, later, lock_s=30, ttl_s=60)
-    assert await store.claim_key(takeover, later) is None  # the slow one's claim lapsed
-
-    async def work() -> Answer:
-        await store.adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)
-        return Answer(201, "application/json", b"{}")
-
-    assert await store.keyed(slow, work) is None
-    assert await quantity(client, "A") == 10
+    assert failed.status_code == 503, failed.text
+    assert again.status_code == 200, again.text
+    assert REPLAYED not in again.headers
+    assert await quantity(client, "A") == 15
 
 
 # --- scope, retention, required --------------------------------------------------------------

@@ -10,7 +10,7 @@ from httpx import AsyncClient
 
 from restock_service.books import check_books
 from restock_service.tables import idempotency_keys, stock_movements
-from tests.helpers import Database, count_rows, put_stock, quantities, quantity
+from tests.helpers import Database, put_stock, quantities, quantity
 from tests.servers import Server, running_servers
 
 REPLAYED = "Idempotent-Replayed"
@@ -21,12 +21,17 @@ def keyed(key: str) -> dict[str, str]:
     return {"Idempotency-Key": key}
 
 
-async def _wait_for_claim(db: Database) -> None:
+async def _wait_for_key_lock(db: Database) -> None:
+    """Until a keyed statement holds its key's advisory lock (it is in its write)."""
     for _ in range(200):
-        if await count_rows(db, idempotency_keys):
+        async with db.engine.connect() as conn:
+            held = await conn.scalar(
+                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            )
+        if held:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("the first request never claimed its key")
+    raise AssertionError("the first request never took its key's lock")
 
 
 async def test_a_key_in_flight_on_one_process_is_409_on_another_then_replays(
@@ -41,7 +46,7 @@ async def test_a_key_in_flight_on_one_process_is_409_on_another_then_replays(
             first = asyncio.ensure_future(
                 http.post(f"{one}/stock/A/adjustments", json=BODY, headers=keyed("k"))
             )
-            await _wait_for_claim(db)
+            await _wait_for_key_lock(db)
             during = await http.post(f"{two}/stock/A/adjustments", json=BODY, headers=keyed("k"))
             await held.rollback()
             answered = await first
@@ -110,10 +115,10 @@ async def _send_load(
 
 
 async def _answered_and_applied(db: Database) -> tuple[set[str], Counter[str]]:
-    """The keys with a stored answer, and how often each load adjustment is in the ledger."""
+    """The keys with a receipt, and how often each load adjustment is in the ledger."""
     async with db.engine.connect() as conn:
         stored = await conn.execute(
-            sa.select(idempotency_keys.c.key).where(idempotency_keys.c.status.is_not(None))
+            sa.select(idempotency_keys.c.key).where(idempotency_keys.c.receipt.is_not(None))
         )
         notes = await conn.execute(
             sa.select(stock_movements.c.note).where(stock_movements.c.reason == "adjustment")
@@ -137,7 +142,7 @@ async def test_sigkill_mid_keyed_load_every_key_replays_its_effect_or_runs_once(
         first = await sending
         assert any(isinstance(o, BaseException) for o in first.values()), "killed too late"
 
-        # A stored answer exists exactly when its effect committed.
+        # A receipt exists exactly when its effect committed.
         stored, applied = await _answered_and_applied(db)
         assert stored == set(applied)
         assert set(applied.values()) == {1}

@@ -77,10 +77,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(
-        default=86400, ge=1, description="How long a stored answer is replayed for its key."
+        default=86400, ge=1, description="How long a key's first answer is replayed."
     )
     idempotency_lock_s: float = Field(
-        default=30.0, gt=0, description="When the claim of a request that never answered lapses."
+        default=30.0,
+        gt=0,
+        description="The contract's bound on a key held by a request that never answered "
+        "(the service takes keys with their effects, so such a key is free at once).",
     )
     idempotency_required: bool = Field(
         default=False, description="Refuse writes without an Idempotency-Key (400)."

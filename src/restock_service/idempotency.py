@@ -1,40 +1,43 @@
 """Idempotency keys (contract v1.2): a write retried with its key gets its first answer
 again, and takes effect once.
 
-A keyed write goes through three steps, whatever the route and the database:
+A keyed request runs with a ``Keyed`` in its context, which the store's write sees:
 
-1. **Claim.** The store records the caller's key as held by this request until
-   ``now + lock_s``, unless the key is already held (``state_of`` decides). A key held by a
-   stored answer is a replay (the same fingerprint) or a mismatch; a key held by a live
-   claim is in flight.
-2. **Work, with the answer.** The request runs in one unit of the store. Its answer, unless
-   it is a 5xx, is stored in that same unit, on the condition that this request's claim
-   still holds: a stored answer exists exactly when the effect committed, and a request
-   whose claim was taken over (it ran past ``lock_s``) commits nothing.
-3. **Release.** A 5xx answer is not stored (nothing took effect); the unit rolls back and
-   the claim is dropped, so that a retry is processed afresh at once.
+1. **Taken with the effect.** The write takes the caller's key in the unit of its effect and
+   keeps there, as the key's *receipt*, what the write returned to the request (on PostgreSQL
+   the rows of its statements, kept by its own statement; on SQLite its result). So a key is
+   held exactly when the effect committed, whatever dies when. When the key is held already
+   (``state_of``), the write raises ``KeyHeld`` having done nothing, and the request's answer
+   is void.
+2. **Replayed from the receipt.** A request whose key holds a receipt is run again with the
+   receipt in its context: the store answers its write from it and touches nothing, and the
+   request renders the same answer again, byte for byte. A replay counts nothing.
+3. **In flight.** A second request with the key while the first is still in its write: on
+   PostgreSQL it does not get the key's advisory lock, writes nothing and is answered 409; on
+   SQLite it waits for the write lock, and then replays.
 
-A request whose process died leaves its claim, which is free again at ``locked_until``.
-Forgotten keys (past ``expires_at``) count as absent, and the store removes them in
-bounded batches (``Store.purge_keys``).
+A request that makes no write keeps nothing (its answer depends on nothing stored, so a
+retry is answered the same, afresh). Forgotten keys (past ``expires_at``) count as absent,
+and the store removes them in bounded batches (``Store.purge_keys``).
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
 import re
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from restock_service.errors import Conflict, FieldProblem, InvalidRequest
-from restock_service.retry import Enclosure, Runner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -45,28 +48,14 @@ _KEY = re.compile(rb"[!-~]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """What a request was answered: enough to answer it again, byte for byte."""
-
-    status: int
-    content_type: str
-    body: bytes
-
-    @property
-    def storable(self) -> bool:
-        """5xx answers are not stored: nothing took effect, so a retry runs afresh."""
-        return self.status < 500
-
-
-@dataclass(frozen=True, slots=True)
 class KeyRow:
     """What the store holds for one caller's key."""
 
     fingerprint: bytes
-    token: str
     locked_until: datetime | None
+    created_at: datetime
     expires_at: datetime
-    answer: Answer | None
+    receipt: bytes | None
 
 
 class KeyState(Enum):
@@ -76,11 +65,11 @@ class KeyState(Enum):
 
 
 def state_of(row: KeyRow | None, now: datetime) -> KeyState:
-    """Whether a request may claim the key now. The PostgreSQL claim statement checks the
+    """Whether a request may take the key now. The keyed PostgreSQL statements check the
     same (tests/test_idempotency.py runs both stores through each state)."""
     if row is None or row.expires_at <= now:
         return KeyState.FREE
-    if row.answer is not None:
+    if row.receipt is not None:
         return KeyState.STORED
     if row.locked_until is not None and row.locked_until > now:
         return KeyState.IN_FLIGHT
@@ -89,76 +78,73 @@ def state_of(row: KeyRow | None, now: datetime) -> KeyState:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A request's claim on a key, or what held the key instead (``held``)."""
+    """A request's claim on a key. ``now`` is the request's time, kept with the key (a
+    replay renders the time its first answer said)."""
 
     owner: str
     key: str
     fingerprint: bytes
-    token: str
-    locked_until: datetime
+    now: datetime
     expires_at: datetime
-    held: KeyRow | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
-    """A keyed request's answer, and whether it was stored (committed with its effect)."""
+@dataclass(slots=True)
+class Keyed:
+    """A keyed request, as its write sees it: the key to take with the effect, or, in a
+    replay, the ``receipt`` to answer the write from. ``held`` is set by a write that found
+    the key held; ``rows`` and ``replayed`` are the adapter's, for the unit under way."""
 
-    answer: Answer
-    stored: bool
+    claim: Claim
+    receipt: bytes | None = None
+    held: bool = False
+    rows: list[Any] = field(default_factory=list)
+    replayed: int = 0
+
+    def restart(self) -> None:
+        """A unit of work starts (again, after a retryable failure)."""
+        self.rows.clear()
+        self.replayed = 0
+
+
+_keyed: ContextVar[Keyed | None] = ContextVar("keyed", default=None)
+
+
+def keyed() -> Keyed | None:
+    """The keyed request the running task serves, if any."""
+    return _keyed.get()
+
+
+def request_time() -> datetime:
+    """The time of the running request: a keyed one's is its key's (see Claim)."""
+    request = _keyed.get()
+    return request.claim.now if request is not None else datetime.now(UTC)
+
+
+def replaying() -> bool:
+    """Whether the running task renders a replay (which counts nothing)."""
+    request = _keyed.get()
+    return request is not None and request.receipt is not None
+
+
+class KeyHeld(Exception):
+    """Raised by a keyed write that found the key held (``Keyed.held``): it did nothing."""
+
+
+def refuse(request: Keyed) -> KeyHeld:
+    """What a keyed write raises when it finds the key of ``request`` held."""
+    request.held = True
+    return KeyHeld(f"the idempotency key {request.claim.key!r} is held")
 
 
 class KeyStore(Protocol):
-    """The part of the store that keeps keys (store/ implements it per database)."""
+    """The part of the store that keeps keys (store/ implements it per database); its
+    writes take the key of the running ``Keyed`` request."""
 
-    async def claim_key(self, claim: Claim, now: datetime) -> KeyRow | None:
-        """Take the key for ``claim`` when ``state_of`` says it is free and return None;
-        otherwise return the row that holds it."""
-
-    async def keyed(self, claim: Claim, work: Callable[[], Awaitable[Answer]]) -> Done | None:
-        """Run ``work`` as one unit with its answer (``run_keyed``); None when the claim no
-        longer held at commit, and nothing was done."""
-
-    async def release_key(self, claim: Claim) -> None:
-        """Drop the claim, unless an answer was stored under it."""
+    async def key(self, owner: str, key: str) -> KeyRow | None:
+        """What holds the caller's key, as it stands."""
 
     async def purge_keys(self, now: datetime, limit: int) -> int:
         """Remove up to ``limit`` forgotten keys; how many were removed."""
-
-
-class RolledBack(Exception):
-    """Ends a keyed unit without a commit. ``answer`` is what the request gets (None when
-    its claim was lost); ``failure`` is the database's, when one caused it."""
-
-    def __init__(self, answer: Answer | None, failure: Exception | None = None) -> None:
-        super().__init__("keyed unit rolled back")
-        self.answer = answer
-        self.failure = failure
-
-
-def commit_or_roll_back(enclosure: Enclosure, answer: Answer) -> None:
-    """Raise RolledBack unless ``answer`` may be stored with the unit's effect: the unit
-    failed in the database (the request may have answered anything), or it is a 5xx."""
-    if enclosure.failure is not None or not answer.storable:
-        raise RolledBack(answer, enclosure.failure)
-
-
-async def run_keyed(
-    runner: Runner,
-    sqlstate: Callable[[Exception], str | None],
-    unit: Callable[[Enclosure], Awaitable[Answer]],
-) -> Done | None:
-    """Run an adapter's keyed ``unit`` with the retry policy: it is run again whole when the
-    database failure that rolled it back is retryable (a deadlock, say)."""
-
-    def retryable(exc: Exception) -> str | None:
-        failure = exc.failure if isinstance(exc, RolledBack) else exc
-        return sqlstate(failure) if failure is not None else None
-
-    try:
-        return Done(await runner.run_enclosing(unit, retryable), stored=True)
-    except RolledBack as rolled_back:
-        return None if rolled_back.answer is None else Done(rolled_back.answer, stored=False)
 
 
 # --- the request's side ----------------------------------------------------------------------
@@ -180,16 +166,13 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return digest.digest()
 
 
-def new_claim(
-    owner: str, key: str, request: bytes, now: datetime, *, lock_s: float, ttl_s: float
-) -> Claim:
+def new_claim(owner: str, key: str, request: bytes, now: datetime, *, ttl_s: float) -> Claim:
     """A fresh claim by ``owner`` on ``key`` for the request whose fingerprint is ``request``."""
     return Claim(
         owner=owner,
         key=key,
         fingerprint=request,
-        token=secrets.token_hex(16),
-        locked_until=now + timedelta(seconds=lock_s),
+        now=now,
         expires_at=now + timedelta(seconds=ttl_s),
     )
 
@@ -236,40 +219,41 @@ class Outcome(Enum):
 
 
 async def once(
-    store: KeyStore,
-    claim: Claim,
-    now: datetime,
-    work: Callable[[], Awaitable[Answer]],
-) -> tuple[Outcome, Answer]:
-    """Answer a keyed request: replay its stored answer, or run ``work`` once and store
-    what it answered with its effect. Raises KeyReused (422) or KeyInFlight (409)."""
-    for _ in range(2):  # a claim lost at commit is read again once, then it is in flight
-        held = await store.claim_key(claim, now)
-        if held is not None:
-            if held.fingerprint != claim.fingerprint:
-                raise KeyReused()
-            if state_of(held, now) is KeyState.IN_FLIGHT:
-                raise KeyInFlight()
-            assert held.answer is not None
-            return Outcome.REPLAYED, held.answer
-        try:
-            done = await store.keyed(claim, work)
-        except Exception:
-            await _release(store, claim)
-            raise
-        if done is not None:
-            if not done.stored:
-                await _release(store, claim)
-            return Outcome.ANSWERED, done.answer
-    raise KeyInFlight()
+    store: KeyStore, claim: Claim, now: datetime, work: Callable[[], Awaitable[T]]
+) -> tuple[Outcome, T]:
+    """Answer a keyed request: run ``work``, whose write takes the key; or, when the key is
+    held, replay the receipt it holds. Raises KeyReused (422) or KeyInFlight (409)."""
+    first = Keyed(claim)
+    with contextlib.suppress(KeyHeld):  # (the app lets it through, as it does defects)
+        answer = await _serving(first, work)
+    if not first.held:
+        return Outcome.ANSWERED, answer
+    held = await store.key(claim.owner, claim.key)
+    state = state_of(held, now)
+    if held is not None and state is not KeyState.FREE and held.fingerprint != claim.fingerprint:
+        raise KeyReused()
+    if held is None or held.receipt is None or state is not KeyState.STORED:
+        raise KeyInFlight()  # in the write of another request (or it just failed)
+    first_time = replace(claim, now=held.created_at)
+    return Outcome.REPLAYED, await _serving(Keyed(first_time, receipt=held.receipt), work)
 
 
-async def _release(store: KeyStore, claim: Claim) -> None:
-    """Free the key for a retry at once; when that fails, it is free at ``locked_until``."""
+async def _serving(request: Keyed, work: Callable[[], Awaitable[T]]) -> T:
+    token = _keyed.set(request)
     try:
-        await store.release_key(claim)
-    except Exception as exc:
-        log.warning("could not release idempotency key %r: %r", claim.key, exc)
+        return await work()
+    finally:
+        _keyed.reset(token)
+
+
+@contextlib.contextmanager
+def serving(request: Keyed) -> Iterator[Keyed]:
+    """Run what the block runs as ``request``: its writes take its key (or replay)."""
+    token = _keyed.set(request)
+    try:
+        yield request
+    finally:
+        _keyed.reset(token)
 
 
 PURGE_BATCH = 1000

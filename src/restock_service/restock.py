@@ -7,7 +7,7 @@ it reads, and applies them in one unit of work (see store/).
 import logging
 from datetime import UTC, datetime
 
-from restock_service import cursors
+from restock_service import cursors, idempotency
 from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.messages import Mall, RestockStatus
 from restock_service.rules import (
@@ -55,13 +55,20 @@ async def restock_batch(
         )
         for o in request.orders
     )
+    replayed = idempotency.replaying()  # the decisions of the first answer, told again
     for r in results:
         log.info(
-            "restock decision order_no=%s mall=%s code=%s",
+            "restock decision order_no=%s mall=%s code=%s%s",
             r.order_no,
             request.mall.value,
             r.decision.code.value,
-            extra={"order_no": r.order_no, "mall": request.mall.value, "code": r.decision.code},
+            " (replayed)" if replayed else "",
+            extra={
+                "order_no": r.order_no,
+                "mall": request.mall.value,
+                "code": r.decision.code,
+                "replayed": replayed,
+            },
         )
     messages = batch_messages(
         restore_stock=request.restore_stock,

@@ -5,19 +5,12 @@ database says that a rerun resolves the failure (a deadlock, a serialization fai
 includes a statement that found what it read had moved: ``restock_retry_if`` in migration
 0003), at most ``db_retry_attempts`` times, after a short jittered pause. The whole unit,
 retries included, gets ``db_deadline_s``.
-
-A unit may enclose others: a keyed write (idempotency.py) runs the whole request, and the
-store calls it makes, as one transaction. Units inside it run once, on its connection, and
-the first failure among them is kept on the ``Enclosure``, so that the enclosing unit rolls
-back and is retried as a whole even when the request turned that failure into an answer.
 """
 
 import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -26,23 +19,6 @@ T = TypeVar("T")
 
 # SQLSTATEs that mean "run the whole unit again": serialization failure, deadlock.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-
-
-@dataclass(slots=True)
-class Enclosure:
-    """The unit that encloses the current one: its connection (the adapter's) and the first
-    failure of a unit run inside it."""
-
-    connection: Any = None
-    failure: Exception | None = None
-
-
-_enclosure: ContextVar[Enclosure | None] = ContextVar("enclosure", default=None)
-
-
-def enclosure() -> Enclosure | None:
-    """The enclosing unit of the running task, if any."""
-    return _enclosure.get()
 
 
 class Runner:
@@ -56,36 +32,8 @@ class Runner:
     async def run(
         self, unit: Callable[[], Awaitable[T]], sqlstate: Callable[[Exception], str | None]
     ) -> T:
-        """Await ``unit()``, rerunning it while ``sqlstate`` of its failure is retryable.
-
-        Inside an enclosing unit, ``unit()`` runs once and a failure is kept on the enclosure.
-        """
-        outer = _enclosure.get()
-        if outer is not None:
-            try:
-                return await unit()
-            except Exception as exc:
-                outer.failure = outer.failure or exc
-                raise
+        """Await ``unit()``, rerunning it while ``sqlstate`` of its failure is retryable."""
         return await self.within_deadline(self._with_retries(unit, sqlstate))
-
-    async def run_enclosing(
-        self,
-        unit: Callable[[Enclosure], Awaitable[T]],
-        sqlstate: Callable[[Exception], str | None],
-    ) -> T:
-        """``run`` for a unit that encloses the units it runs (each attempt gets a fresh
-        ``Enclosure``, which ``unit`` gives its connection)."""
-
-        async def attempt() -> T:
-            inner = Enclosure()
-            token = _enclosure.set(inner)
-            try:
-                return await unit(inner)
-            finally:
-                _enclosure.reset(token)
-
-        return await self.within_deadline(self._with_retries(attempt, sqlstate))
 
     async def _with_retries(
         self, unit: Callable[[], Awaitable[T]], sqlstate: Callable[[Exception], str | None]

@@ -149,12 +149,9 @@ idempotency_keys = sa.Table(
     sa.Column("owner", sa.String(64), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.LargeBinary, nullable=False),
-    sa.Column("token", sa.String(32), nullable=False),
     sa.Column("locked_until", UTCDateTime, nullable=True),
-    sa.Column("status", sa.Integer, nullable=True),
-    sa.Column("content_type", sa.String(100), nullable=True),
-    sa.Column("body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("receipt", sa.LargeBinary, nullable=True),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

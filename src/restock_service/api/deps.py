@@ -1,10 +1,11 @@
 """Request-scoped dependencies and the route parameters shared by several routers."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 
+from restock_service import idempotency
 from restock_service.access import Caller
 from restock_service.api.middleware import CALLER
 from restock_service.metrics import Metrics
@@ -30,7 +31,7 @@ async def get_actor(request: Request) -> str | None:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return idempotency.request_time()
 
 
 DB = Annotated[Store, Depends(get_store)]

@@ -2,8 +2,9 @@
 
 ``Idempotent`` sits behind the Gate (the body is read and the caller known) and in front of
 both ways a request is answered (ShortWay and FastAPI), so every write route gets keys by
-this one mechanism. It runs the rest of the app as the keyed unit's work, holds the answer
-back until the unit committed it with the effect, and then sends it.
+this one mechanism. It runs the rest of the app as the keyed request, whose write takes the
+key with its effect, and holds the answer back: a request that found the key held is run
+again as the replay of the receipt the key holds (idempotency.once).
 """
 
 import logging
@@ -26,13 +27,14 @@ from restock_service.api.middleware import (
     replay,
 )
 from restock_service.config import Settings
-from restock_service.idempotency import Answer, Outcome
+from restock_service.idempotency import Outcome
 from restock_service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 _KEY_HEADER = idempotency.HEADER.lower().encode()
 _REPLAYED = (idempotency.REPLAYED_HEADER.lower().encode(), b"true")
+_ROUTES_KEPT = 4096  # (method, path) lookups kept; a sku's path is one each
 _REFUSALS: dict[type[Exception], str] = {
     idempotency.KeyReused: "mismatch",
     idempotency.KeyInFlight: "in_flight",
@@ -40,7 +42,7 @@ _REFUSALS: dict[type[Exception], str] = {
 
 
 class _Held:
-    """The inner app's answer, held back: sent as it is, or stored as an ``Answer``."""
+    """The inner app's answer, held back until it is known to be the request's."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
@@ -48,13 +50,10 @@ class _Held:
     async def send(self, message: Message) -> None:
         self.messages.append(message)
 
-    def answer(self) -> Answer:
-        start = self.messages[0]
-        content_type = next(
-            (v for k, v in start.get("headers", ()) if k.lower() == b"content-type"), b""
-        )
-        body = b"".join(m.get("body", b"") for m in self.messages[1:])
-        return Answer(start["status"], bytes(content_type).decode("latin-1"), body)
+    def replayed(self) -> list[Message]:
+        """The answer, marked as a replay."""
+        start, *rest = self.messages
+        return [{**start, "headers": [*start.get("headers", ()), _REPLAYED]}, *rest]
 
 
 class Idempotent:
@@ -69,6 +68,7 @@ class Idempotent:
         ]
         self.settings = settings
         self.metrics = metrics
+        self._routes: dict[tuple[str, str], BaseRoute | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in idempotency.WRITE_METHODS:
@@ -95,18 +95,15 @@ class Idempotent:
                 key,
                 idempotency.fingerprint(scope["method"], scope["path"], body),
                 now,
-                lock_s=self.settings.idempotency_lock_s,
                 ttl_s=self.settings.idempotency_ttl_s,
             )
-            held = _Held()
 
-            async def work() -> Answer:
-                nonlocal held
+            async def work() -> _Held:
                 held = _Held()
                 await self.app(scope, replay(body, receive), held.send)
-                return held.answer()
+                return held
 
-            outcome, answer = await idempotency.once(scope["app"].state.store, claim, now, work)
+            outcome, held = await idempotency.once(scope["app"].state.store, claim, now, work)
         except Exception as exc:
             response = problem_for(exc, scope["method"], scope["path"], self.settings.retry_after_s)
             if response is None:
@@ -116,37 +113,31 @@ class Idempotent:
                 self.metrics.idempotency.labels(refusal).inc()
             await response(scope, receive, send)
             return
-        if outcome is Outcome.ANSWERED:
-            for message in held.messages:
-                await send(message)
-            return
-        self.metrics.idempotency.labels("replayed").inc()
-        log.info(
-            "replayed the stored answer (status %d) to %s %s",
-            answer.status,
-            scope["method"],
-            scope["path"],
-            extra={"idempotency_key": key, "replayed": True, "status": answer.status},
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status,
-                "headers": [
-                    (b"content-type", answer.content_type.encode("latin-1")),
-                    (b"content-length", str(len(answer.body)).encode()),
-                    _REPLAYED,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer.body})
+        messages = held.messages
+        if outcome is Outcome.REPLAYED:
+            status = messages[0]["status"]
+            self.metrics.idempotency.labels("replayed").inc()
+            log.info(
+                "replayed the first answer (status %d) to %s %s",
+                status,
+                scope["method"],
+                scope["path"],
+                extra={"idempotency_key": key, "replayed": True, "status": status},
+            )
+            messages = held.replayed()
+        for message in messages:
+            await send(message)
 
     def _route(self, scope: Scope) -> BaseRoute | None:
-        for route in self.writes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return route
-        return None
+        """The write route of the request, if any; looked up once per method and path."""
+        at = (scope["method"], scope["path"])
+        if at not in self._routes:
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            self._routes[at] = next(
+                (r for r in self.writes if r.matches(scope)[0] is Match.FULL), None
+            )
+        return self._routes[at]
 
 
 async def _body(receive: Receive) -> bytes:

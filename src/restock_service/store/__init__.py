@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from restock_service.config import Settings
-from restock_service.idempotency import Answer, KeyRow, KeyStore
+from restock_service.idempotency import KeyRow, KeyStore
 from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
 from restock_service.rules import Decision, SyncDecision
 from restock_service.schemas import (
@@ -70,8 +70,8 @@ UNWATCHED = PoolWatch(_Uncounted(), _Uncounted())
 class Store(KeyStore, Protocol):
     """What the services need from a database. Each write is one unit: all or nothing.
 
-    A keyed write (``KeyStore.keyed``) is one unit that encloses the store calls of the
-    request: they run in its transaction (see retry.py).
+    In a keyed request (idempotency.py) a write takes the key in its unit and keeps its
+    receipt there, or raises KeyHeld; in a replay it answers from the receipt.
     """
 
     settings: Settings
@@ -217,16 +217,14 @@ def _record(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> Re
 
 
 def key_row(row: Mapping[Any, Any]) -> KeyRow:
-    """A caller's key as stored: a claim, or an answer."""
-    status, locked_until = row["status"], row["locked_until"]
+    """A caller's key as stored: its request's fingerprint and its write's receipt."""
+    locked_until, receipt = row["locked_until"], row["receipt"]
     return KeyRow(
         fingerprint=bytes(row["fingerprint"]),
-        token=row["token"],
         locked_until=utc(locked_until) if locked_until is not None else None,
+        created_at=utc(row["created_at"]),
         expires_at=utc(row["expires_at"]),
-        answer=Answer(status, row["content_type"], bytes(row["body"]))
-        if status is not None
-        else None,
+        receipt=bytes(receipt) if receipt is not None else None,
     )
 
 

@@ -11,24 +11,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
+from restock_service import idempotency
 from restock_service.config import Settings
-from restock_service.idempotency import (
-    Answer,
-    Claim,
-    Done,
-    KeyRow,
-    RolledBack,
-    commit_or_roll_back,
-    run_keyed,
-)
+from restock_service.idempotency import Keyed, KeyRow
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
-from restock_service.retry import Enclosure, Runner, enclosure
+from restock_service.retry import Runner
 from restock_service.rules import (
     Decision,
     Line,
@@ -55,12 +48,16 @@ from restock_service.store import (
     restock_records,
     sync_execution,
 )
-from restock_service.store.statements import statement
+from restock_service.store.receipts import Receipt, head_of
+from restock_service.store.statements import Statement, statement
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The server ended the session: admin_shutdown, crash_shutdown, cannot_connect_now.
 LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# idempotency_key_held_if (migration 0007): a keyed statement found its key held.
+KEY_HELD_SQLSTATE = "RK409"
 # Connect arguments that are SQLAlchemy's own, not asyncpg's.
 _SQLALCHEMY_CONNECT_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
@@ -93,6 +90,7 @@ class PostgresStore:
         self._opening = asyncio.Lock()
         self._pooled = settings.db_pooler == "transaction"
         self._watch = UNWATCHED
+        self._columns: dict[str, list[tuple[str, str]]] = {}  # by statement, for replays
 
     async def pool(self) -> asyncpg.Pool:
         """The pool, opened on first use; it opens connections as they are needed."""
@@ -106,7 +104,8 @@ class PostgresStore:
                         max_inactive_connection_lifetime=0,
                         timeout=self.settings.db_connect_timeout_s,
                         command_timeout=self.settings.db_deadline_s,
-                        server_settings={"application_name": "restock-service"},
+                        # UTC: a receipt keeps timestamps as JSON text (store/receipts.py).
+                        server_settings={"application_name": "restock-service", "TimeZone": "UTC"},
                         reset=_keep_session,
                         # Behind a pooler in transaction mode a connection's next transaction
                         # may run on another server connection, where a named statement
@@ -124,20 +123,64 @@ class PostgresStore:
 
     async def fetch(self, name: str, **params: Any) -> list[asyncpg.Record]:
         """Run the statement ``sql/NAME.sql`` with ``params`` as a unit of its own."""
-        return await self._runner.run(lambda: self._fetch_once(name, params), _sqlstate)
+        return await self._runner.run(self._unit(lambda: self._fetch_once(name, params)), _sqlstate)
 
-    async def _fetch_once(self, name: str, params: dict[str, Any]) -> list[asyncpg.Record]:
-        """Run the statement ``sql/NAME.sql`` once, as part of a unit."""
+    @staticmethod
+    def _unit(attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``attempt`` as a unit of work: a keyed request's rows start afresh with each try."""
+
+        async def unit() -> T:
+            request = idempotency.keyed()
+            if request is not None:
+                request.restart()
+            return await attempt()
+
+        return unit
+
+    async def _fetch_once(self, name: str, params: dict[str, Any]) -> list[Any]:
+        """Run the statement ``sql/NAME.sql`` once, as part of a unit. In a keyed request a
+        write statement runs keyed (statements.py), and every statement's rows are noted, for
+        the receipt of the write; in a replay they come from the receipt."""
         query = statement(name)
+        request = idempotency.keyed()
+        if request is None:
+            return await self._run(query, params)
+        if request.receipt is not None:
+            return await self._replayed(request, query)
+        if query.writes:
+            try:
+                rows = await self._run(
+                    statement(name, keyed=True), {**params, **_key_params(request)}
+                )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == KEY_HELD_SQLSTATE:
+                    raise idempotency.refuse(request) from exc
+                raise
+        else:
+            rows = await self._run(query, params)
+        request.rows.append(rows)
+        return rows
+
+    async def _run(self, query: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
         args = query.args(params)
-        outer = enclosure()
-        if outer is not None:  # part of a keyed unit: its transaction
-            return list(await outer.connection.fetch(query.text, *args))
         async with self._connection() as connection:  # bounded by the unit's deadline
             if self._pooled:  # its Parse and its Bind must reach the same server
                 async with connection.transaction():
                     return list(await connection.fetch(query.text, *args))
             return list(await connection.fetch(query.text, *args))
+
+    async def _replayed(self, request: Keyed, query: Statement) -> list[Any]:
+        """The rows the statement returned when the request was first answered."""
+        assert request.receipt is not None
+        if query.name not in self._columns:  # what the receipt's JSON does not say
+            async with self._connection() as connection, connection.transaction():
+                prepared = await connection.prepare(query.text)
+                self._columns[query.name] = [
+                    (a.name, a.type.name) for a in prepared.get_attributes()
+                ]
+        rows = Receipt(request.receipt).rows(request.replayed, self._columns[query.name])
+        request.replayed += 1
+        return rows
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -180,7 +223,9 @@ class PostgresStore:
         what they read has moved, the unit is run again from the read."""
         if not order_nos:
             return {}
-        return await self._runner.run(lambda: self._restock(mall, order_nos, now, actor), _sqlstate)
+        return await self._runner.run(
+            self._unit(lambda: self._restock(mall, order_nos, now, actor)), _sqlstate
+        )
 
     async def _restock(
         self, mall: Mall, order_nos: Sequence[str], now: datetime, actor: str | None
@@ -296,7 +341,7 @@ class PostgresStore:
     async def resolve_restock(
         self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
     ) -> RestockRecordOut | RestockStatus | None:
-        (row,) = await self.fetch(
+        rows = await self.fetch(
             "restock_resolve",
             order_no=order_no,
             note=note,
@@ -304,9 +349,10 @@ class PostgresStore:
             now=now,
             actor=actor,
         )
-        if not row["settled"]:
-            return None if row["status"] is None else RestockStatus(row["status"])
-        return await self.restock_record(order_no)
+        if not rows[0]["settled"]:
+            was = rows[0]["was"]
+            return None if was is None else RestockStatus(was)
+        return restock_records(rows)[0]
 
     # --- stock -----------------------------------------------------------------------------
 
@@ -410,55 +456,16 @@ class PostgresStore:
 
     # --- idempotency keys ------------------------------------------------------------------
 
-    async def claim_key(self, claim: Claim, now: datetime) -> KeyRow | None:
-        for _ in range(3):
-            (row,) = await self.fetch(
-                "key_claim",
-                owner=claim.owner,
-                key=claim.key,
-                fingerprint=claim.fingerprint,
-                token=claim.token,
-                locked_until=claim.locked_until,
-                expires_at=claim.expires_at,
-                now=now,
-            )
-            if row["claimed"]:
-                return None
-            if row["token"] is not None:
-                return key_row(row)
-        raise RuntimeError(f"idempotency key {claim.key!r} neither claimed nor held")
-
-    async def keyed(self, claim: Claim, work: Callable[[], Awaitable[Answer]]) -> Done | None:
-        """The request and its answer in one transaction (the one place the PostgreSQL
-        store opens one): BEGIN, its statements, key_answer.sql, COMMIT."""
-
-        async def unit(inside: Enclosure) -> Answer:
-            async with self._connection() as connection, connection.transaction():
-                inside.connection = connection
-                answer = await work()
-                commit_or_roll_back(inside, answer)
-                stored = await self._fetch_once(
-                    "key_answer",
-                    {
-                        "owner": claim.owner,
-                        "key": claim.key,
-                        "token": claim.token,
-                        "status": answer.status,
-                        "content_type": answer.content_type,
-                        "body": answer.body,
-                    },
-                )
-                if not stored:
-                    raise RolledBack(None)
-                return answer
-
-        return await run_keyed(self._runner, _sqlstate, unit)
-
-    async def release_key(self, claim: Claim) -> None:
-        await self.fetch("key_release", owner=claim.owner, key=claim.key, token=claim.token)
+    async def key(self, owner: str, key: str) -> KeyRow | None:
+        rows = await self._runner.run(
+            lambda: self._run(statement("key_get"), {"owner": owner, "key": key}), _sqlstate
+        )
+        return key_row(rows[0]) if rows else None
 
     async def purge_keys(self, now: datetime, limit: int) -> int:
-        ((removed,),) = await self.fetch("key_purge", now=now, limit=limit)
+        ((removed,),) = await self._runner.run(
+            lambda: self._run(statement("key_purge"), {"now": now, "limit": limit}), _sqlstate
+        )
         return int(removed)
 
     # --- the service -----------------------------------------------------------------------
@@ -484,3 +491,15 @@ class PostgresStore:
             await asyncio.wait_for(pool.close(), self.settings.db_connect_timeout_s)
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             pool.terminate()
+
+
+def _key_params(request: Keyed) -> dict[str, Any]:
+    """A keyed statement's parameters besides its own (statements.py)."""
+    claim = request.claim
+    return {
+        "key_owner": claim.owner,
+        "key": claim.key,
+        "key_fingerprint": claim.fingerprint,
+        "key_expires_at": claim.expires_at,
+        "key_receipt_head": head_of(request.rows),
+    }

@@ -2,11 +2,14 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction: it holds SQLite's one write lock from
 its first read to its commit, so what it read stays true while it writes. This process's
-writers queue on an asyncio lock rather than spin in SQLite's busy handler.
+writers queue on an asyncio lock rather than spin in SQLite's busy handler. A keyed write
+(idempotency.py) takes its key in that transaction and keeps its result there, pickled, as
+the key's receipt; a replay returns the receipt's result.
 """
 
 import asyncio
 import json
+import pickle
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,22 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from restock_service import idempotency
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
-from restock_service.idempotency import (
-    Answer,
-    Claim,
-    Done,
-    KeyRow,
-    KeyState,
-    RolledBack,
-    commit_or_roll_back,
-    run_keyed,
-    state_of,
-)
+from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
 from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus, SyncCode
 from restock_service.migrations import current_revision
-from restock_service.retry import Enclosure, Runner, enclosure
+from restock_service.retry import Runner
 from restock_service.rules import (
     Decision,
     Line,
@@ -111,22 +105,25 @@ class SqliteStore:
         )
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one write transaction (a keyed unit's, inside one)."""
-        outer = enclosure()
-        if outer is not None:
-            return await self._runner.run(lambda: work(outer.connection), _sqlstate)
+        """Run ``work`` in one write transaction, with the key of a keyed request."""
+        request = idempotency.keyed()
+        if request is not None and request.receipt is not None:
+            result: T = pickle.loads(request.receipt)  # kept by this adapter, below
+            return result
 
         async def unit() -> T:
             async with self._write_lock, self.engine.begin() as conn:
-                return await work(conn)
+                if request is None:
+                    return await work(conn)
+                await _take(conn, request)
+                result = await work(conn)
+                await _keep(conn, request, result)
+                return result
 
         return await self._runner.run(unit, _sqlstate)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one read transaction (a keyed unit's, inside one)."""
-        outer = enclosure()
-        if outer is not None:
-            return await self._runner.run(lambda: work(outer.connection), _sqlstate)
+        """Run ``work`` in one read transaction."""
 
         async def unit() -> T:
             async with self._reader.begin() as conn:
@@ -452,85 +449,11 @@ class SqliteStore:
 
     # --- idempotency keys ------------------------------------------------------------------
 
-    async def claim_key(self, claim: Claim, now: datetime) -> KeyRow | None:
+    async def key(self, owner: str, key: str) -> KeyRow | None:
         async def work(conn: AsyncConnection) -> KeyRow | None:
-            k = idempotency_keys
-            held = (
-                (
-                    await conn.execute(
-                        sa.select(k).where(k.c.owner == claim.owner, k.c.key == claim.key)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            row = key_row(held) if held is not None else None
-            if state_of(row, now) is not KeyState.FREE:
-                return row
-            taken = {
-                "fingerprint": claim.fingerprint,
-                "token": claim.token,
-                "locked_until": claim.locked_until,
-                "status": None,
-                "content_type": None,
-                "body": None,
-                "created_at": now,
-                "expires_at": claim.expires_at,
-            }
-            await conn.execute(
-                insert(k)
-                .values(owner=claim.owner, key=claim.key, **taken)
-                .on_conflict_do_update(index_elements=[k.c.owner, k.c.key], set_=taken)
-            )
-            return None
+            return await _key(conn, owner, key)
 
-        return await self.write(work)
-
-    async def keyed(self, claim: Claim, work: Callable[[], Awaitable[Answer]]) -> Done | None:
-        """The request and its answer in one write transaction, which holds the write lock
-        from the request's first statement to the answer's commit."""
-        k = idempotency_keys
-
-        async def unit(inside: Enclosure) -> Answer:
-            async with self._write_lock, self.engine.begin() as conn:
-                inside.connection = conn
-                answer = await work()
-                commit_or_roll_back(inside, answer)
-                stored = await conn.execute(
-                    sa.update(k)
-                    .where(
-                        k.c.owner == claim.owner,
-                        k.c.key == claim.key,
-                        k.c.token == claim.token,
-                        k.c.status.is_(None),
-                    )
-                    .values(
-                        status=answer.status,
-                        content_type=answer.content_type,
-                        body=answer.body,
-                        locked_until=None,
-                    )
-                )
-                if stored.rowcount != 1:
-                    raise RolledBack(None)
-                return answer
-
-        return await run_keyed(self._runner, _sqlstate, unit)
-
-    async def release_key(self, claim: Claim) -> None:
-        k = idempotency_keys
-
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(
-                sa.delete(k).where(
-                    k.c.owner == claim.owner,
-                    k.c.key == claim.key,
-                    k.c.token == claim.token,
-                    k.c.status.is_(None),
-                )
-            )
-
-        await self.write(work)
+        return await self.read(work)
 
     async def purge_keys(self, now: datetime, limit: int) -> int:
         k = idempotency_keys
@@ -571,6 +494,42 @@ class SqliteStore:
 
 
 # --- statements ----------------------------------------------------------------------------
+
+
+async def _key(conn: AsyncConnection, owner: str, key: str) -> KeyRow | None:
+    k = idempotency_keys
+    row = (
+        (await conn.execute(sa.select(k).where(k.c.owner == owner, k.c.key == key)))
+        .mappings()
+        .first()
+    )
+    return key_row(row) if row is not None else None
+
+
+async def _take(conn: AsyncConnection, request: Keyed) -> None:
+    """Raise KeyHeld unless the request's key is free (``state_of``): the write lock keeps
+    it so until the commit."""
+    claim = request.claim
+    if state_of(await _key(conn, claim.owner, claim.key), claim.now) is not KeyState.FREE:
+        raise idempotency.refuse(request)
+
+
+async def _keep(conn: AsyncConnection, request: Keyed, result: Any) -> None:
+    """Keep the write's ``result`` as the key's receipt, in the write's transaction."""
+    claim = request.claim
+    k = idempotency_keys
+    kept = {
+        "fingerprint": claim.fingerprint,
+        "locked_until": None,
+        "created_at": claim.now,
+        "expires_at": claim.expires_at,
+        "receipt": pickle.dumps(result),
+    }
+    await conn.execute(
+        insert(k)
+        .values(owner=claim.owner, key=claim.key, **kept)
+        .on_conflict_do_update(index_elements=[k.c.owner, k.c.key], set_=kept)
+    )
 
 
 async def _load(

@@ -5,6 +5,18 @@ its names are numbered in order of first appearance, and ``args`` lays a call's 
 arguments out in that order. A cast (``::text``) is not a parameter. Comments (``--``) are for
 the reader and are not sent. A file may pull in a shared part with a line
 ``-- include: NAME.sql``.
+
+A write statement can also run **keyed** (idempotency.py): in the one statement, it takes the
+caller's idempotency key and keeps its own rows under it as the key's receipt, or fails with
+SQLSTATE RK409 (``idempotency_key_held_if``, migration 0007), its effect undone, when the
+key is not its to take. Its file marks two places:
+
+- ``{key_gate}`` in each row source of its writes, so that the key is checked before
+  anything is written: ``true`` unkeyed; keyed, the statement fails unless it gets the key's
+  advisory lock (a second request with the key, in flight, gets none) and no stored receipt
+  holds the key. Taking the key checks again, against what committed since;
+- a line ``-- rows`` (or ``-- rows kept when: CONDITION``, for a statement that writes
+  only under CONDITION) before its final SELECT, whose rows the receipt keeps.
 """
 
 import re
@@ -17,6 +29,35 @@ SQL_DIR = Path(__file__).with_name("sql")
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _INCLUDE = re.compile(r"^-- include: (\S+\.sql)$", re.MULTILINE)
 _COMMENT = re.compile(r"\s*--[^\n]*")
+_ROWS = re.compile(r"^-- rows(?: kept when: (.+))?$", re.MULTILINE)
+_WITH = re.compile(r"^WITH ", re.MULTILINE)
+GATE = "{key_gate}"
+# The parameters a keyed statement takes besides its own (see idempotency.key_params).
+_KEYED_HEAD = """WITH key_gate AS MATERIALIZED (
+  SELECT idempotency_key_held_if(NOT (
+    pg_try_advisory_xact_lock(hashtextextended(:key_owner || ' ' || :key, 0))
+    AND NOT EXISTS (SELECT FROM idempotency_keys
+                    WHERE owner = :key_owner AND key = :key AND expires_at > :now
+                      AND (receipt IS NOT NULL OR locked_until > :now)))) AS ok
+), """
+_KEYED_TAIL = """, key_rows AS MATERIALIZED (
+{rows}
+), key_kept AS (
+  INSERT INTO idempotency_keys AS k
+    (owner, key, fingerprint, locked_until, created_at, expires_at, receipt)
+  SELECT :key_owner, :key, :key_fingerprint, NULL, :now, :key_expires_at,
+         convert_to(:key_receipt_head::text
+                    || coalesce((SELECT json_agg(r)::text FROM key_rows r), '[]') || ']',
+                    'UTF8')
+  WHERE (SELECT ok FROM key_gate) AND ({wrote})
+  ON CONFLICT (owner, key) DO UPDATE
+    SET fingerprint = excluded.fingerprint, locked_until = NULL,
+        created_at = excluded.created_at, expires_at = excluded.expires_at,
+        receipt = excluded.receipt
+    WHERE idempotency_key_held_if(
+      k.expires_at > :now AND (k.receipt IS NOT NULL OR k.locked_until > :now))
+)
+SELECT * FROM key_rows"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +65,7 @@ class Statement:
     name: str
     text: str  # with $1, $2, … in place of the names
     names: tuple[str, ...]  # the name of $1, $2, …
+    writes: bool = False  # it has a keyed variant
 
     def args(self, params: dict[str, Any]) -> list[Any]:
         """The values of ``params`` in positional order; every name must be given, once."""
@@ -39,9 +81,29 @@ def _source(file: str) -> str:
     return _INCLUDE.sub(lambda m: _source(m.group(1)).strip(), text)
 
 
+def _variant(source: str, keyed: bool) -> tuple[str, bool]:
+    """The statement as sent unkeyed or keyed, and whether it is a write statement."""
+    marker = _ROWS.search(source)
+    if marker is None:
+        if keyed:
+            raise ValueError("only a write statement (with a `-- rows` line) runs keyed")
+        return source, False
+    if not keyed:
+        return source.replace(GATE, "true"), True
+    head, rows = source[: marker.start()], source[marker.end() :]
+    with_ = _WITH.search(head)
+    if with_ is None:
+        raise ValueError("a write statement begins with WITH")
+    gate = "(SELECT ok FROM key_gate)"
+    ctes, rows = head[with_.end() :].replace(GATE, gate), rows.replace(GATE, gate)
+    wrote = marker.group(1) or "true"
+    return _KEYED_HEAD + ctes.rstrip() + _KEYED_TAIL.format(rows=rows.strip(), wrote=wrote), True
+
+
 @cache
-def statement(name: str) -> Statement:
-    """The statement in ``sql/NAME.sql``, its named parameters numbered."""
+def statement(name: str, *, keyed: bool = False) -> Statement:
+    """The statement in ``sql/NAME.sql``, its named parameters numbered; ``keyed``, the
+    variant that takes an idempotency key (a write statement's only)."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -49,5 +111,6 @@ def statement(name: str) -> Statement:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    text = _NAME.sub(number, _COMMENT.sub("", _source(f"{name}.sql")).strip())
-    return Statement(name, text, tuple(names))
+    source, writes = _variant(_source(f"{name}.sql"), keyed)
+    text = _NAME.sub(number, _COMMENT.sub("", source).strip())
+    return Statement(name, text, tuple(names), writes)

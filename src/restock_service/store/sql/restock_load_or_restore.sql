@@ -8,6 +8,7 @@ WITH looked_up AS MATERIALIZED (  -- each order's record and execution, looked u
          (SELECT r.status FROM restocks r WHERE r.order_no = o.order_no) AS status,
          (SELECT e.mall FROM sync_executions e WHERE e.order_no = o.order_no) AS mall
   FROM unnest(:order_nos::text[]) WITH ORDINALITY AS o(order_no, ord)
+  WHERE {key_gate}
 ), orders AS MATERIALIZED (  -- a candidate is not recorded and was synced from :mall
   SELECT l.*, l.status IS NULL AND l.mall IS NOT DISTINCT FROM :mall::text AS candidate
   FROM looked_up l
@@ -48,6 +49,7 @@ WITH looked_up AS MATERIALIZED (  -- each order's record and execution, looked u
   FROM snapshot l JOIN claimed USING (order_no)
 ),
 -- include: move_stock.sql
+-- rows kept when: (SELECT ok FROM guard)
 SELECT o.order_no, o.status, o.mall, l.sku, l.quantity, k.sku IS NOT NULL AS registered,
        g.ok AS applied
 FROM orders o

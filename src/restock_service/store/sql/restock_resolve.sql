@@ -1,11 +1,20 @@
--- Settle a failed restock by hand. Its row: whether it was settled now, and the record's
--- status as it was (null when no restock is recorded for the order).
+-- Settle a failed restock by hand. When it was settled now: the record as settled, one row
+-- per line in line order (as restock_record.sql reads it), with `settled` true. Otherwise one
+-- row with `settled` false and `was`, the record's status (null when no restock is recorded
+-- for the order).
 WITH settled AS (  -- only a failed record is settled
   UPDATE restocks
   SET status = 'resolved', resolution_note = :note, resolved_by = :resolved_by,
       resolved_at = :now, resolved_actor = :actor
-  WHERE order_no = :order_no AND status = 'failed'
-  RETURNING order_no
+  WHERE order_no = :order_no AND status = 'failed' AND {key_gate}
+  RETURNING order_no, mall, status, code, requested_at, completed_at, repeat_requests,
+            resolution_note, resolved_by, resolved_at, resolved_actor
 )
-SELECT EXISTS (SELECT FROM settled) AS settled,
-       (SELECT status FROM restocks WHERE order_no = :order_no) AS status
+-- rows
+SELECT true AS settled, NULL::text AS was, s.*, l.sku, l.quantity, l.missing, l.position
+FROM settled s LEFT JOIN restock_lines l ON l.order_no = s.order_no
+UNION ALL
+SELECT false, (SELECT status FROM restocks WHERE order_no = :order_no), NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+WHERE NOT EXISTS (SELECT FROM settled)
+ORDER BY 3, 17

@@ -7,10 +7,11 @@
 -- Its rows: the repeats' (order_no, status), or one row of nulls.
 WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku order, by key
   SELECT k.sku
-  FROM (SELECT DISTINCT sku FROM unnest(:read_skus::text[]) AS c(sku) ORDER BY sku) c
+  FROM (SELECT DISTINCT sku FROM unnest(:read_skus::text[]) AS c(sku) WHERE {key_gate}
+        ORDER BY sku) c
   CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = c.sku FOR UPDATE) k
 ), unchanged AS (  -- ok only if exactly :registered_skus are still registered
-  SELECT coalesce(array_agg(sku::text), '{}') @> :registered_skus::text[]
+  SELECT {key_gate} AND coalesce(array_agg(sku::text), '{}') @> :registered_skus::text[]
      AND :registered_skus::text[] @> coalesce(array_agg(sku::text), '{}') AS ok
   FROM locked
 ), claimed AS (  -- at most one record per order: the primary key decides
@@ -43,8 +44,9 @@ WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku ord
   WHERE u.ok AND r.order_no = ANY(:repeats::text[])
   RETURNING r.order_no, r.status
 )
+-- rows
 SELECT r.order_no, r.status
 FROM unchanged u
 LEFT JOIN repeated r ON true
 -- what was read moved: run it all again
-WHERE restock_retry_if(NOT u.ok OR (SELECT count(*) FROM claimed) < cardinality(:new_order_nos::text[]))
+WHERE restock_retry_if({key_gate} AND (NOT u.ok OR (SELECT count(*) FROM claimed) < cardinality(:new_order_nos::text[])))

@@ -2,7 +2,7 @@
 -- way; the ledger records it with its reason. No row for an unknown sku.
 WITH moved AS (  -- the row is locked by the update itself, and the bound checked under it
   UPDATE stock SET quantity = quantity + :delta, updated_at = :now
-  WHERE sku = :sku AND abs(quantity + :delta) <= :limit
+  WHERE sku = :sku AND abs(quantity + :delta) <= :limit AND {key_gate}
   RETURNING sku, quantity, updated_at
 ), ledger AS (  -- one row, with the quantity the adjustment left
   INSERT INTO stock_movements
@@ -11,6 +11,7 @@ WITH moved AS (  -- the row is locked by the update itself, and the bound checke
          pg_current_xact_id()::text::bigint, :note, :actor
   FROM moved
 )
+-- rows
 SELECT sku, quantity, updated_at, true AS adjusted FROM moved
 UNION ALL
 -- refused by the bound: the stock as it stands

@@ -1,10 +1,11 @@
 -- Register :sku at :quantity, or set its quantity; the ledger gets the difference.
 WITH old AS MATERIALIZED (  -- the quantity before, locked (no row for a new sku)
-  SELECT quantity FROM stock WHERE sku = :sku FOR UPDATE
+  SELECT quantity FROM stock WHERE sku = :sku AND {key_gate} FOR UPDATE
 ), put AS (  -- register or set, after `old` was read (a row this statement changed is not read)
   INSERT INTO stock AS s (sku, quantity, created_at, updated_at)
   SELECT :sku, :quantity::bigint, :now::timestamptz, :now::timestamptz
   FROM (SELECT count(*) FROM old) AS read_first
+  WHERE {key_gate}
   ON CONFLICT (sku) DO UPDATE SET quantity = excluded.quantity, updated_at = excluded.updated_at
   RETURNING s.sku, s.quantity, s.updated_at, s.xmax = 0 AS inserted
 ), ledger AS (  -- the difference from the quantity before
@@ -13,6 +14,7 @@ WITH old AS MATERIALIZED (  -- the quantity before, locked (no row for a new sku
          pg_current_xact_id()::text::bigint, :actor
   FROM put
 )
+-- rows
 SELECT sku, quantity, updated_at
 FROM put
 -- registered by another request since `old` was read: run it again, to read what it set

@@ -5,10 +5,12 @@
 WITH batch AS (  -- the executions, in request order
   SELECT * FROM unnest(:order_nos::text[], :malls::text[], :executed_ats::timestamptz[])
                 WITH ORDINALITY AS e(order_no, mall, executed_at, ord)
+  WHERE {key_gate}
 ), items AS (  -- their lines, in request order
   SELECT * FROM unnest(:item_order_nos::text[], :item_skus::text[], :item_positions::int[],
                        :item_quantities::int[])
                 WITH ORDINALITY AS i(order_no, sku, position, quantity, rank)
+  WHERE {key_gate}
 ), locked AS MATERIALIZED (  -- the registered skus of the batch, locked in sku order, by key
   SELECT k.sku
   FROM (SELECT DISTINCT sku FROM items ORDER BY sku) i
@@ -30,6 +32,7 @@ WITH batch AS (  -- the executions, in request order
   FROM items i JOIN claimed USING (order_no)
 ),
 -- include: move_stock.sql
+-- rows
 SELECT b.order_no,
        EXISTS (SELECT FROM claimed c WHERE c.order_no = b.order_no) AS recorded,
        EXISTS (SELECT FROM sync_executions e WHERE e.order_no = b.order_no) AS existed,
