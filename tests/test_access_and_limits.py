@@ -10,6 +10,7 @@ from pydantic import SecretStr, ValidationError
 from restock_service.access import ApiKeys, Role
 from restock_service.api import create_app
 from restock_service.config import Settings
+from restock_service.messages import Code
 from restock_service.tables import restocks, stock_movements
 from tests.conftest import database_for, empty_tables
 from tests.helpers import Database, cancel, count_rows, order, put_stock, quantity, rakuten, sync
@@ -192,7 +193,7 @@ def json_logs(database_url: str) -> Iterator[Settings]:
     yield Settings(database_url=database_url, log_format="json")
 
 
-async def test_each_order_decision_is_one_json_log_line_with_the_request_id(
+async def test_each_order_decision_is_one_json_log_line_with_its_requests_id(
     json_logs: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     app = create_app(json_logs)  # its log handler writes to the captured stderr
@@ -204,21 +205,27 @@ async def test_each_order_decision_is_one_json_log_line_with_the_request_id(
             await empty_tables(db)
         await put_stock(client, "A", 5)
         await sync(client, rakuten(1), {"A": 1})
-        await client.post(
-            "/restocks",
-            json={"mall": "rakuten", "restore_stock": True, "orders": [order(rakuten(1))]},
-            headers={"X-Request-ID": "req-777"},
-        )
+        for request_id in ("req-777", "req-778"):
+            await client.post(
+                "/restocks",
+                json={"mall": "rakuten", "restore_stock": True, "orders": [order(rakuten(1))]},
+                headers={"X-Request-ID": request_id},
+            )
 
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     decisions = [e for e in lines if e["message"].startswith("restock decision")]
-    assert len(decisions) == 1
-    assert {k: decisions[0][k] for k in ("order_no", "mall", "code", "request_id")} == {
-        "order_no": rakuten(1),
-        "mall": "rakuten",
-        "code": "restored",
-        "request_id": "req-777",
-    }
+    assert [{k: v for k, v in e.items() if k != "at"} for e in decisions] == [
+        {
+            "level": "INFO",
+            "logger": "restock_service.restock",
+            "message": f"restock decision order_no={rakuten(1)} mall=rakuten code={code}",
+            "request_id": request_id,
+            "order_no": rakuten(1),
+            "mall": "rakuten",
+            "code": code,
+        }
+        for request_id, code in (("req-777", Code.RESTORED), ("req-778", Code.ALREADY_RESTORED))
+    ]
 
 
 async def test_body_that_is_not_utf8_is_422_naming_the_body(client: AsyncClient) -> None:

@@ -1,22 +1,21 @@
 """Logging for the CLI and every server worker: text or JSON, always with the request id."""
 
-import json
 import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-# What every LogRecord has; anything else on a record came from `extra=` and is logged.
+# The record attributes each JSON line starts with, and the names it gives them; every other
+# attribute that is not a standard one came from `extra=` and follows at the top level.
+_JSON_FIELDS = ["asctime", "levelname", "name", "message", "request_id"]
+_JSON_NAMES = {"asctime": "at", "levelname": "level", "name": "logger", "exc_info": "exception"}
 # uvicorn's `color_message` repeats the message with terminal colours: not for a log store.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
-    "message",
-    "asctime",
-    "request_id",
-    "color_message",
-}
+_NOT_LOGGED = [*RESERVED_ATTRS, "color_message"]
 
 
 class _RequestIdFilter(logging.Filter):
@@ -25,21 +24,45 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the record's `extra=` fields at the top level."""
+class _JsonFormatter(JsonFormatter):
+    """`at` in ISO 8601 with the UTC offset, rather than logging's local `asctime`."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "at": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat()
+
+
+class _CallerlessLogger(logging.Logger):
+    """A logger that does not look up the caller's file and line, which no format of ours shows.
+
+    The lookup walks the stack on every record (the logging HOWTO's "Optimization" section);
+    a record asked for with ``stack_info=True`` still gets its stack.
+    """
+
+    def findCaller(
+        self, stack_info: bool = False, stacklevel: int = 1
+    ) -> tuple[str, int, str, str | None]:
+        if stack_info:
+            return super().findCaller(stack_info, stacklevel + 1)  # +1: this frame
+        return "(unknown file)", 0, "(unknown function)", None
+
+
+def install_logger_class() -> None:
+    """Make every logger created from now on skip the caller lookup.
+
+    The package calls it on import, before any of its modules creates its logger; a logger
+    created earlier (uvicorn's, when uvicorn is imported first) keeps the lookup.
+    """
+    logging.setLoggerClass(_CallerlessLogger)
+
+
+def _json_formatter() -> logging.Formatter:
+    """One JSON object per line, with the record's `extra=` fields at the top level."""
+    return _JsonFormatter(
+        _JSON_FIELDS,
+        rename_fields=_JSON_NAMES,
+        reserved_attrs=_NOT_LOGGED,
+        json_ensure_ascii=False,
+    )
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
@@ -48,14 +71,13 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     for handler in [h for h in root.handlers if getattr(h, "_restock", False)]:
         root.removeHandler(handler)
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(_json_formatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_RequestIdFilter())
     handler._restock = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
     # What no format of ours shows, so no record needs to collect it (the logging HOWTO's
-    # "Optimization" section): the caller's file and line, thread and process names.
-    logging._srcfile = None
+    # "Optimization" section): thread and process names.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
