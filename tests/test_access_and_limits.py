@@ -223,6 +223,7 @@ async def test_each_order_decision_is_one_json_log_line_with_its_requests_id(
             "order_no": rakuten(1),
             "mall": "rakuten",
             "code": code,
+            "replayed": False,
         }
         for request_id, code in (("req-777", Code.RESTORED), ("req-778", Code.ALREADY_RESTORED))
     ]
