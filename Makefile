@@ -5,18 +5,35 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format migrate openapi demo check bench bench-quick wrk
+.PHONY: help install lock run test lint format migrate openapi demo check bench bench-quick wrk
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
+# Two steps: the lock, every file checked against its hash; then the two packages, editable,
+# built by the lock's hatchling (pip's hash-checking mode refuses editable requirements).
+$(STAMP): pyproject.toml clients/python/pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]' \
-		-e ./clients/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e ./clients/python
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv/ and install the package and its client (editable), dev tools
+install: $(STAMP) ## Create .venv/: requirements/dev.txt, then the package and its client (editable)
+
+# pip-compile runs against PyPI alone, whatever pip configuration this machine has.
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_VENV := .venv-lock
+COMPILE := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+
+lock: ## Rewrite requirements/*.txt from the pyproject.toml files (LOCK_ARGS=--upgrade: newest)
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+		{ $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
+	$(COMPILE) -o requirements/runtime.txt pyproject.toml
+	$(COMPILE) --only-build-deps --build-deps-for wheel -o requirements/build.txt pyproject.toml
+	$(COMPILE) -c requirements/runtime.txt -c requirements/build.txt --extra dev --extra bench \
+		--all-build-deps -o requirements/dev.txt pyproject.toml clients/python/pyproject.toml
 
 run: install ## Serve on 127.0.0.1:8000 against the embedded SQLite default, migrating first
 	$(BIN)/restock-service serve --migrate --host 127.0.0.1 --port 8000

@@ -2,13 +2,14 @@
 
 pip installs ./clients/python into an empty venv, as a caller would (`pip install
 ./clients/python`), its httpx and tenacity from the package index at the versions of
-constraints.txt (from pip's cache after the first run; about 10 s then). In that venv the
+requirements/dev.txt (from pip's cache after the first run; about 10 s then). In that venv the
 client imports without restock_service, pydantic, FastAPI or SQLAlchemy, and restocks an
 order against a real `restock-service serve` over HTTP.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,13 +82,17 @@ def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def client_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The python of a fresh venv holding restock-client and its dependencies only."""
     home = tmp_path_factory.mktemp("client-venv")
+    # The lock's versions as constraints: without their hashes, which pip would demand of
+    # the client's own directory too.
+    pins = re.findall(r"^\S+==\S+", (ROOT / "requirements" / "dev.txt").read_text(), re.M)
+    (home / "constraints.txt").write_text("\n".join(pins) + "\n")
     venv = home / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=home)
     python = venv / "bin" / "python"
     # The dev venv's pip installs into the new venv (--python): no pip of its own to set up.
     run(
         sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
-        "--disable-pip-version-check", "-c", ROOT / "constraints.txt", CLIENT,
+        "--disable-pip-version-check", "-c", home / "constraints.txt", CLIENT,
         cwd=home,
     )  # fmt: skip
     yield python

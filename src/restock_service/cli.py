@@ -138,7 +138,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """The command line of ``restock-service``: its commands and their options."""
     parser = _Parser(
         prog="restock-service",
         description="Restores a cancelled order's synced stock, exactly once per order.",
@@ -167,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument(
         "--yes", action="store_true", help="run even on a database that holds other data"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)

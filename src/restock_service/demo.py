@@ -13,17 +13,15 @@ none is typed here.
 """
 
 import asyncio
-import logging
+import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from starlette.types import ASGIApp, Message
 
 from restock_service import tables
 from restock_service.access import Role
@@ -161,13 +159,8 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
     if headers is None:
         print("demo: RESTOCK_API_KEYS has no writer key; the demo needs one.", file=out)
         return 1
-    async with (
-        _quiet_client_log(),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://demo", headers=headers
-        ) as client,
-    ):
+    async with app.router.lifespan_context(app):
+        client = InProcess(app, headers)
         try:
             return await _demo(client, settings, out)
         except DemoError as exc:
@@ -175,7 +168,81 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
             return 1
 
 
-async def _demo(client: httpx.AsyncClient, settings: Settings, out: TextIO) -> int:
+@dataclass(frozen=True)
+class Answer:
+    """What the app answered one call."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class InProcess:
+    """Calls the app in this process as an HTTP server would: one ASGI request per call,
+    through every middleware and route, with no HTTP client library (serving needs none)."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def get(self, path: str) -> Answer:
+        return await self.request("GET", path)
+
+    async def request(self, method: str, path: str, json_body: Any = None) -> Answer:
+        body = b"" if json_body is None else json.dumps(json_body).encode()
+        headers = [(b"host", b"demo"), (b"content-length", str(len(body)).encode())]
+        if json_body is not None:
+            headers.append((b"content-type", b"application/json"))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers + self.headers,
+            "client": ("127.0.0.1", 0),
+            "server": ("demo", 80),
+        }
+        status = 0
+        chunks: list[bytes] = []
+        answered = asyncio.Event()
+        request_sent = False
+
+        async def receive() -> Message:
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await answered.wait()  # the client hangs up only once it has the whole answer
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    answered.set()
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            answered.set()
+        return Answer(status, b"".join(chunks))
+
+
+async def _demo(client: InProcess, settings: Settings, out: TextIO) -> int:
     run = await _fresh_run(client)
     url = make_url(settings.database_url).render_as_string(hide_password=True)
     print(f"restock-service demo: run {run.label} on {url}", file=out)
@@ -270,7 +337,7 @@ def _differences(
     return differences
 
 
-async def _fresh_run(client: httpx.AsyncClient) -> Run:
+async def _fresh_run(client: InProcess) -> Run:
     """Names no earlier run on this database has used."""
     epoch_ms = time.time_ns() // 1_000_000
     for _ in range(1000):
@@ -283,14 +350,14 @@ async def _fresh_run(client: httpx.AsyncClient) -> Run:
     raise DemoError("could not find unused demo skus and order numbers")
 
 
-async def _exists(client: httpx.AsyncClient, path: str) -> bool:
+async def _exists(client: InProcess, path: str) -> bool:
     response = await client.get(path)
     if response.status_code not in (200, 404):
         raise DemoError(f"GET {path} answered {response.status_code}: {response.text}")
     return response.status_code == 200
 
 
-async def _quantity(client: httpx.AsyncClient, sku: str) -> int | None:
+async def _quantity(client: InProcess, sku: str) -> int | None:
     response = await client.get(f"/stock/{sku}")
     if response.status_code == 404:
         return None
@@ -301,27 +368,15 @@ async def _quantity(client: httpx.AsyncClient, sku: str) -> int | None:
 
 
 async def _call(
-    client: httpx.AsyncClient, method: str, path: str, body: Any, expected: int
+    client: InProcess, method: str, path: str, body: Any, expected: int
 ) -> dict[str, Any]:
-    response = await client.request(method, path, json=body)
+    response = await client.request(method, path, body)
     if response.status_code != expected:
         raise DemoError(
             f"{method} {path} answered {response.status_code}, not {expected}: {response.text}"
         )
     answer: dict[str, Any] = response.json() if response.content else {}
     return answer
-
-
-@asynccontextmanager
-async def _quiet_client_log() -> AsyncIterator[None]:
-    """The demo prints its own calls; httpx need not log each one again."""
-    logger = logging.getLogger("httpx")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _batch(orders: list[dict[str, Any]]) -> dict[str, Any]:
