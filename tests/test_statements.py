@@ -10,8 +10,8 @@ import pytest
 from restock_service.store.receipts import Receipt, head_of
 from restock_service.store.statements import GATE, SQL_DIR, statement
 
-# Writes that are no request's: the service's own housekeeping.
-HOUSEKEEPING = {"key_purge"}
+# Writes that are no request's effect: the keys' own housekeeping.
+HOUSEKEEPING = {"key_purge", "key_forget"}
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from restock_service import idempotency
 from restock_service.config import Settings
-from restock_service.idempotency import Keyed, KeyRow
+from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
 from restock_service.retry import Runner
 from restock_service.rules import (
@@ -58,6 +58,8 @@ T = TypeVar("T")
 LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 # idempotency_key_held_if (migration 0007): a keyed statement found its key held.
 KEY_HELD_SQLSTATE = "RK409"
+# The primary key of idempotency_keys: a keyed statement met a row that holds its key.
+KEY_CONSTRAINT = "pk_idempotency_keys"
 # Connect arguments that are SQLAlchemy's own, not asyncpg's.
 _SQLALCHEMY_CONNECT_ARGS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
@@ -148,18 +150,43 @@ class PostgresStore:
         if request.receipt is not None:
             return await self._replayed(request, query)
         if query.writes:
-            try:
-                rows = await self._run(
-                    statement(name, keyed=True), {**params, **_key_params(request)}
-                )
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate == KEY_HELD_SQLSTATE:
-                    raise idempotency.refuse(request) from exc
-                raise
+            rows = await self._keyed(request, statement(name, keyed=True), params)
         else:
             rows = await self._run(query, params)
         request.rows.append(rows)
         return rows
+
+    async def _keyed(
+        self, request: Keyed, query: Statement, params: dict[str, Any]
+    ) -> list[asyncpg.Record]:
+        """Run a keyed write statement; raise KeyHeld when the key is another request's. A
+        row that holds the key but no longer counts (``state_of``) is removed, and the
+        statement run again."""
+        for _ in range(2):
+            try:
+                return await self._run(query, {**params, **_key_params(request)})
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != KEY_CONSTRAINT:
+                    raise
+                claim = request.claim
+                if not await self._forget_if_free(claim.owner, claim.key, claim.now):
+                    raise idempotency.refuse(request) from exc
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == KEY_HELD_SQLSTATE:
+                    raise idempotency.refuse(request) from exc
+                raise
+        raise idempotency.refuse(request)
+
+    async def _forget_if_free(self, owner: str, key: str, now: datetime) -> bool:
+        """Remove the row of the caller's key if ``state_of`` says it holds nothing now."""
+        rows = await self._run(statement("key_get"), {"owner": owner, "key": key})
+        if rows:
+            held = key_row(rows[0])
+            if state_of(held, now) is not KeyState.FREE:
+                return False
+            forget = {"owner": owner, "key": key, "created_at": held.created_at}
+            await self._run(statement("key_forget"), forget)
+        return True
 
     async def _run(self, query: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
         args = query.args(params)

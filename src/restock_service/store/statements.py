@@ -7,14 +7,16 @@ the reader and are not sent. A file may pull in a shared part with a line
 ``-- include: NAME.sql``.
 
 A write statement can also run **keyed** (idempotency.py): in the one statement, it takes the
-caller's idempotency key and keeps its own rows under it as the key's receipt, or fails with
-SQLSTATE RK409 (``idempotency_key_held_if``, migration 0007), its effect undone, when the
-key is not its to take. Its file marks two places:
+caller's idempotency key and keeps its own rows under it as the key's receipt. It fails, its
+effect undone, when the key is not its to take: with SQLSTATE RK409
+(``idempotency_key_held_if``, migration 0007) while another request with the key is in its
+write, and with a unique violation on ``pk_idempotency_keys`` when a row holds the key (the
+store then asks ``idempotency.state_of`` whether that row still counts). Its file marks two
+places:
 
-- ``{key_gate}`` in each row source of its writes, so that the key is checked before
-  anything is written: ``true`` unkeyed; keyed, the statement fails unless it gets the key's
-  advisory lock (a second request with the key, in flight, gets none) and no stored receipt
-  holds the key. Taking the key checks again, against what committed since;
+- ``{key_gate}`` in each row source of its writes, so that the key's advisory lock is taken
+  before anything is written: ``true`` unkeyed; keyed, the statement fails unless it gets
+  the lock (a second request with the key, in flight, does not);
 - a line ``-- rows`` (or ``-- rows kept when: CONDITION``, for a statement that writes
   only under CONDITION) before its final SELECT, whose rows the receipt keeps.
 """
@@ -32,30 +34,20 @@ _COMMENT = re.compile(r"\s*--[^\n]*")
 _ROWS = re.compile(r"^-- rows(?: kept when: (.+))?$", re.MULTILINE)
 _WITH = re.compile(r"^WITH ", re.MULTILINE)
 GATE = "{key_gate}"
-# The parameters a keyed statement takes besides its own (see idempotency.key_params).
 _KEYED_HEAD = """WITH key_gate AS MATERIALIZED (
-  SELECT idempotency_key_held_if(NOT (
-    pg_try_advisory_xact_lock(hashtextextended(:key_owner || ' ' || :key, 0))
-    AND NOT EXISTS (SELECT FROM idempotency_keys
-                    WHERE owner = :key_owner AND key = :key AND expires_at > :now
-                      AND (receipt IS NOT NULL OR locked_until > :now)))) AS ok
+  SELECT idempotency_key_held_if(
+    NOT pg_try_advisory_xact_lock(hashtextextended(:key_owner || ' ' || :key, 0))) AS ok
 ), """
 _KEYED_TAIL = """, key_rows AS MATERIALIZED (
 {rows}
 ), key_kept AS (
-  INSERT INTO idempotency_keys AS k
+  INSERT INTO idempotency_keys
     (owner, key, fingerprint, locked_until, created_at, expires_at, receipt)
   SELECT :key_owner, :key, :key_fingerprint, NULL, :now, :key_expires_at,
          convert_to(:key_receipt_head::text
                     || coalesce((SELECT json_agg(r)::text FROM key_rows r), '[]') || ']',
                     'UTF8')
   WHERE (SELECT ok FROM key_gate) AND ({wrote})
-  ON CONFLICT (owner, key) DO UPDATE
-    SET fingerprint = excluded.fingerprint, locked_until = NULL,
-        created_at = excluded.created_at, expires_at = excluded.expires_at,
-        receipt = excluded.receipt
-    WHERE idempotency_key_held_if(
-      k.expires_at > :now AND (k.receipt IS NOT NULL OR k.locked_until > :now))
 )
 SELECT * FROM key_rows"""
 
