@@ -9,7 +9,8 @@ keys stored under it are dropped with them, which is safe only with no keyed wri
 (a fresh install, or keys older than their retention window).
 
 On PostgreSQL, ``idempotency_key_held_if(true)`` fails a keyed statement with SQLSTATE RK409
-when the key was not its to take: the statement's effect is undone with it.
+when another request with the key is still in its write (the key's advisory lock is taken):
+the statement's effect is undone with it.
 
 Revision ID: 0007
 Revises: 0006

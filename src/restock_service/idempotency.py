@@ -239,11 +239,8 @@ async def once(
 
 
 async def _serving(request: Keyed, work: Callable[[], Awaitable[T]]) -> T:
-    token = _keyed.set(request)
-    try:
+    with serving(request):
         return await work()
-    finally:
-        _keyed.reset(token)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ in restock_service/console.py.
 
 import re
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode
@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from pydantic import ValidationError
 
 from restock_service import console, cursors, restock, stock
+from restock_service.api.deps import utcnow
 from restock_service.api.errors import DATABASE_ERRORS, is_database_unavailable
 from restock_service.console import Console, FormErrors, Session, text
 from restock_service.errors import Conflict, InvalidRequest, NotFound
@@ -128,10 +129,6 @@ def _state(request: Request) -> ConsoleState:
 def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- sessions and checks ---------------------------------------------------------------------
@@ -458,7 +455,7 @@ async def order_action(request: Request, order_no: str) -> Response:
         body = ResolutionIn.model_validate(
             {"note": form.get("note", "").strip(), "resolved_by": resolved_by}
         )
-        await restock.resolve_restock(_store(request), order_no, body, _now(), actor=session.name)
+        await restock.resolve_restock(_store(request), order_no, body, utcnow(), actor=session.name)
     except ValidationError as exc:
         errors = {"resolve": console.validation_errors(exc)}
         return await _order_page(request, session, order_no, 422, errors=errors, values=values)
@@ -509,7 +506,7 @@ async def _adjust(
         return {"sku": text("sku_not_registered")}
     try:
         body = AdjustmentIn.model_validate(console.adjustment_body(form))
-        result = await stock.adjust_stock(_store(request), sku, body, _now(), actor=session.name)
+        result = await stock.adjust_stock(_store(request), sku, body, utcnow(), actor=session.name)
     except ValidationError as exc:
         return console.validation_errors(exc)
     except InvalidRequest as exc:

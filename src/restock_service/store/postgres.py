@@ -129,12 +129,14 @@ class PostgresStore:
 
     @staticmethod
     def _unit(attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-        """``attempt`` as a unit of work: a keyed request's rows start afresh with each try."""
+        """``attempt`` as a unit of work: a keyed request's rows start afresh with each try
+        (an unkeyed one's unit is ``attempt`` itself)."""
+        request = idempotency.keyed()
+        if request is None:
+            return attempt
 
         async def unit() -> T:
-            request = idempotency.keyed()
-            if request is not None:
-                request.restart()
+            request.restart()
             return await attempt()
 
         return unit
