@@ -632,3 +632,114 @@ async def test_value_json_parses_but_cannot_echo_is_rejected_with_422_not_500(
         ),
         fields,
     )
+
+
+# --- a body read one way only: UTF-8, each key once ---------------------------------------
+
+RESTOCK_TEXT = json.dumps(restock_body("rakuten"), ensure_ascii=False)
+ENCODED_OTHERWISE = {
+    "utf16": RESTOCK_TEXT.encode("utf-16"),
+    "utf16_le_without_bom": RESTOCK_TEXT.encode("utf-16-le"),
+    "utf32": RESTOCK_TEXT.encode("utf-32"),
+    "utf8_with_bom": RESTOCK_TEXT.encode("utf-8-sig"),
+}
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("content", ENCODED_OTHERWISE.values(), ids=list(ENCODED_OTHERWISE))
+async def test_a_body_that_is_not_utf8_is_422_naming_the_body_and_changes_nothing(
+    client: AsyncClient, db: Database, content: bytes
+) -> None:
+    for method, path, body in (
+        ("POST", "/restocks", content),
+        ("PUT", "/stock/NEW-SKU", '{"quantity": 6}'.encode("utf-16")),
+    ):
+        answer = await assert_rejected_without_change(
+            client,
+            db,
+            lambda m=method, p=path, b=body: client.request(
+                m, p, content=b, headers={"content-type": "application/json"}
+            ),
+            ["body"],
+        )
+        assert answer["errors"][0]["type"] == "json_invalid"
+    assert (await client.get("/stock/NEW-SKU")).status_code == 404
+
+
+DUPLICATE_KEYS: dict[str, tuple[str, str, bytes, str]] = {
+    "stock_quantity": ("PUT", "/stock/CAP-01", b'{"quantity": "x", "quantity": 6}', "quantity"),
+    "restore_stock": (
+        "POST",
+        "/restocks",
+        RESTOCK_TEXT.replace(
+            '"restore_stock": true', '"restore_stock": false, "restore_stock": true'
+        ).encode(),
+        "restore_stock",
+    ),
+    "an_order_no_in_the_batch": (
+        "POST",
+        "/restocks",
+        RESTOCK_TEXT.replace(
+            f'"order_no": "{RESTORED_BEFORE}"',
+            f'"order_no": "{RESTORED_BEFORE}", "order_no": "{rakuten(3)}"',
+        ).encode(),
+        "orders[1].order_no",
+    ),
+    "a_sku_of_a_batched_execution": (
+        "POST",
+        "/sync-executions/batch",
+        json.dumps(
+            {
+                "executions": [
+                    {
+                        "order_no": rakuten(7),
+                        "mall": "rakuten",
+                        "items": [{"sku": "CAP-01", "quantity": 1}],
+                    }
+                ]
+            }
+        )
+        .replace('"sku": "CAP-01"', '"sku": "CAP-01", "sku": "SOCKS-3P"')
+        .encode(),
+        "executions[0].items[0].sku",
+    ),
+}
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize(
+    ("method", "path", "content", "field"), DUPLICATE_KEYS.values(), ids=list(DUPLICATE_KEYS)
+)
+async def test_a_key_given_twice_in_one_object_is_422_naming_it_and_changes_nothing(
+    client: AsyncClient, db: Database, method: str, path: str, content: bytes, field: str
+) -> None:
+    answer = await assert_rejected_without_change(
+        client,
+        db,
+        lambda: client.request(
+            method, path, content=content, headers={"content-type": "application/json"}
+        ),
+        [field],
+    )
+    assert answer["errors"][0]["type"] == "json_duplicate_key"
+    assert answer["errors"][0]["location"] == "body"
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_two_idempotency_keys_on_one_request_are_400_and_change_nothing(
+    client: AsyncClient, db: Database
+) -> None:
+    before = await books(client, db)
+    response = await client.post(
+        "/restocks",
+        content=RESTOCK_TEXT.encode(),
+        headers=[
+            ("content-type", "application/json"),
+            ("idempotency-key", "first"),
+            ("idempotency-key", "second"),
+        ],
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert [e["field"] for e in response.json()["errors"]] == ["Idempotency-Key"]
+    assert await books(client, db) == before

@@ -1,36 +1,40 @@
 """Opaque keyset cursors: a kind and a position, base64url over JSON.
 
 Clients pass them back untouched; a cursor of another kind or a forged one is a 422 that
-names the query parameter.
+names the query parameter. Every cursor of the API and of the console is read here, so a
+position that no database could compare against never reaches a store.
 """
 
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from restock_service.errors import FieldProblem, InvalidRequest
 
+Position = int | str | datetime
 
-def encode(kind: str, *position: int | str) -> str:
-    raw = json.dumps([kind, *position], separators=(",", ":")).encode()
+
+def encode(kind: str, *position: Position) -> str:
+    """The cursor of ``kind`` at ``position``; a moment is kept as ISO-8601 with its offset."""
+    values = [value.isoformat() if isinstance(value, datetime) else value for value in position]
+    raw = json.dumps([kind, *values], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def decode(token: str, kind: str, shape: tuple[type, ...], *, param: str) -> tuple[Any, ...]:
-    """The position in ``token``, which must be a ``kind`` cursor of ``shape``."""
+    """The position in ``token``, which must be a ``kind`` cursor of ``shape`` (``int``,
+    ``str`` or ``datetime``: an aware moment, given back in UTC)."""
     try:
         padded = token + "=" * (-len(token) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error):
         value = None
-    if (
-        isinstance(value, list)
-        and len(value) == len(shape) + 1
-        and value[0] == kind
-        and all(_fits(v, t) for v, t in zip(value[1:], shape, strict=True))
-    ):
-        return tuple(value[1:])
+    if isinstance(value, list) and len(value) == len(shape) + 1 and value[0] == kind:
+        position = tuple(_read(v, t) for v, t in zip(value[1:], shape, strict=True))
+        if _ABSENT not in position:
+            return position
     raise invalid(token, param=param)
 
 
@@ -49,13 +53,33 @@ def invalid(token: str, *, param: str) -> InvalidRequest:
     )
 
 
-def _fits(value: object, kind: type) -> bool:
+_ABSENT: Any = object()
+
+
+def _read(value: object, kind: type) -> Any:
+    """``value`` as a position of ``kind``, or ``_ABSENT`` when it cannot be one."""
     if kind is int:
-        return type(value) is int and -(2**63) <= value < 2**63
-    if type(value) is not kind or "\x00" in str(value):
-        return False
+        return value if type(value) is int and -(2**63) <= value < 2**63 else _ABSENT
+    if type(value) is not str or "\x00" in value:
+        return _ABSENT
     try:
-        str(value).encode("utf-8")  # a lone surrogate decodes from JSON but cannot be sent on
+        value.encode("utf-8")  # a lone surrogate decodes from JSON but cannot be sent on
     except UnicodeEncodeError:
-        return False
-    return True
+        return _ABSENT
+    if kind is str:
+        return value
+    if kind is datetime:
+        return _moment(value)
+    raise TypeError(f"no cursor position of type {kind.__name__}")
+
+
+def _moment(text: str) -> Any:
+    """An aware moment in UTC, inside the range that Python, SQLite and PostgreSQL all hold
+    (years 1 to 9999 in UTC); ``_ABSENT`` for anything else."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            return _ABSENT
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return _ABSENT

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -150,8 +150,12 @@ class KeyStore(Protocol):
 # --- the request's side ----------------------------------------------------------------------
 
 
-def parse_key(raw: bytes) -> str:
-    """The key as sent, if it is 1-255 visible ASCII characters; 400 otherwise."""
+def parse_key(given: Sequence[bytes]) -> str:
+    """The key of a request's ``given`` header values: one, of 1-255 visible ASCII
+    characters; 400 otherwise (two keys leave the request's key unknown)."""
+    if len(given) != 1:
+        raise InvalidKey("was sent more than once; send one key per request")
+    (raw,) = given
     if not _KEY.fullmatch(raw):
         raise InvalidKey("must be 1 to 255 visible ASCII characters (0x21-0x7E)")
     return raw.decode("ascii")

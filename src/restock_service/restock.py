@@ -5,7 +5,7 @@ it reads, and applies them in one unit of work (see store/).
 """
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from restock_service import cursors, idempotency
 from restock_service.errors import Conflict, InvalidRequest, NotFound
@@ -98,24 +98,15 @@ async def list_restocks(
     cursor: str | None,
 ) -> RestockPage:
     """Recorded restocks, oldest ``requested_at`` first, one keyset page at a time."""
-    after = None
+    after: tuple[datetime, str] | None = None
     if cursor is not None:
-        at, order_no = cursors.decode(cursor, LIST_CURSOR, (str, str), param="cursor")
-        try:
-            after_at = datetime.fromisoformat(at)
-            if after_at.tzinfo is None:
-                raise ValueError("no offset")
-            after = (after_at.astimezone(UTC), order_no)
-        except (ValueError, OverflowError):
-            raise cursors.invalid(cursor, param="cursor") from None
+        after = cursors.decode(cursor, LIST_CURSOR, (datetime, str), param="cursor")
     records = await store.restock_records(status=status, mall=mall, after=after, limit=limit + 1)
     page = records[:limit]
     last = page[-1] if len(records) > limit else None
     return RestockPage(
         items=page,
-        next_cursor=cursors.encode(LIST_CURSOR, last.requested_at.isoformat(), last.order_no)
-        if last
-        else None,
+        next_cursor=cursors.encode(LIST_CURSOR, last.requested_at, last.order_no) if last else None,
     )
 
 

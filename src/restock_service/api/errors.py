@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from restock_service.api.bodies import NOT_UTF8
 from restock_service.errors import DomainError, InvalidRequest, field_path
 from restock_service.schemas import Problem, ProblemField
 
@@ -176,13 +177,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         if exc.status_code == 400:
             # FastAPI's only 400: a body it could not decode (not UTF-8). That is broken
             # JSON, which the contract answers with a 422 naming the body.
-            field = ProblemField(
-                field="body",
-                location="body",
-                message="is not valid UTF-8 JSON",
-                type="json_invalid",
-            )
-            return problem_response(422, _summary([field]), [field])
+            return domain_problem(InvalidRequest([NOT_UTF8]))
         return problem_response(
             exc.status_code,
             str(exc.detail),

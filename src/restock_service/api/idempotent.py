@@ -23,7 +23,6 @@ from restock_service.api.middleware import (
     Receive,
     Scope,
     Send,
-    header,
     replay,
 )
 from restock_service.config import Settings
@@ -74,8 +73,8 @@ class Idempotent:
         if scope["type"] != "http" or scope["method"] not in idempotency.WRITE_METHODS:
             await self.app(scope, receive, send)
             return
-        raw = header(scope, _KEY_HEADER)
-        if raw is None and not self.settings.idempotency_required:
+        given = [value for name, value in scope["headers"] if name == _KEY_HEADER]
+        if not given and not self.settings.idempotency_required:
             await self.app(scope, receive, send)
             return
         route = self._route(scope)
@@ -84,9 +83,9 @@ class Idempotent:
             return
         scope["route"] = route  # so that a request answered here is counted by its route
         try:
-            if raw is None:
+            if not given:
                 raise idempotency.KeyRequired()
-            key = idempotency.parse_key(raw)
+            key = idempotency.parse_key(given)
             body = await _body(receive)
             now = datetime.now(UTC)
             caller: Caller | None = scope.get(CALLER)

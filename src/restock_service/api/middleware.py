@@ -13,8 +13,10 @@ from typing import Any
 from starlette.responses import Response
 
 from restock_service.access import ApiKeys, allows
-from restock_service.api.errors import problem_response
+from restock_service.api import bodies
+from restock_service.api.errors import domain_problem, problem_response
 from restock_service.drain import Drain
+from restock_service.errors import InvalidRequest
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
 
@@ -75,6 +77,11 @@ new_request_id = _RequestIds()
 os.register_at_fork(after_in_child=new_request_id.restart)  # a forked worker gets its own
 
 
+def _content_type(scope: Scope) -> str | None:
+    raw = header(scope, b"content-type")
+    return raw.decode("latin-1") if raw is not None else None
+
+
 def _console(path: str) -> bool:
     """The console's pages, which check their own signed-in session instead of a bearer key."""
     return path == CONSOLE or path.startswith(CONSOLE + "/")
@@ -90,7 +97,9 @@ class Gate:
        reader that writes; the caller is noted in the scope (not for the console's pages,
        which sign their users in);
     4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it, and
-       408 for a body that has not arrived within ``body_timeout_s``.
+       408 for a body that has not arrived within ``body_timeout_s``;
+    5. a JSON body that is not UTF-8, or gives a key twice in one object: 422 naming it
+       (api/bodies.py), before either way of answering reads it.
 
     While the process drains after SIGTERM, every answer closes its connection.
 
@@ -148,6 +157,11 @@ class Gate:
             if isinstance(body, Response):
                 await body(scope, receive, send_with_id)
                 return
+            if body and bodies.is_json(_content_type(scope)):
+                problem = bodies.problem(body)
+                if problem is not None:
+                    await domain_problem(InvalidRequest([problem]))(scope, receive, send_with_id)
+                    return
             await self.app(scope, replay(body, receive), send_with_id)
         except Exception:
             # A defect, not an input. Answer here, inside, so the 500 carries the request

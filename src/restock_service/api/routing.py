@@ -19,7 +19,6 @@ for the OpenAPI document. ``create_app(fast_routes=False)`` leaves every request
 tests/test_routing.py checks that both answer alike.
 """
 
-import email.message
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.routing import BaseRoute
 from starlette.status import HTTP_204_NO_CONTENT
 
+from restock_service.api.bodies import is_json
 from restock_service.api.errors import problem_for
 from restock_service.api.middleware import ASGIApp, Receive, Scope, Send, replay
 
@@ -205,7 +205,7 @@ async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
         values[field.name] = value
     if plan.body is not None and plan.body_name is not None:
         body = await request.body()
-        if not body or not _is_json(request.headers.get("content-type")):
+        if not body or not is_json(request.headers.get("content-type")):
             return None
         try:
             values[plan.body_name] = plan.body.model_validate_json(body)
@@ -214,18 +214,3 @@ async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
     for name, call in plan.dependencies:
         values[name] = await call(request)
     return values
-
-
-def _is_json(content_type: str | None) -> bool:
-    """FastAPI's test (strict_content_type): application/json or application/*+json, as the
-    email package parses it (a malformed type counts as text/plain); none is not JSON."""
-    if content_type is None:
-        return False
-    if content_type == "application/json":
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
