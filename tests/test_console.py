@@ -149,7 +149,8 @@ async def test_the_session_cookie_is_signed_httponly_strict_and_never_holds_the_
 ) -> None:
     signed = await sign_in(browser, WRITER_KEY)
     assert signed.status_code == 303
-    set_cookie = signed.headers["set-cookie"]
+    cookies = {c.split("=", 1)[0]: c for c in signed.headers.get_list("set-cookie")}
+    set_cookie = cookies["restock_console"]
     flags = {part.strip().lower() for part in set_cookie.split(";")}
     assert "httponly" in flags
     assert "samesite=strict" in flags
@@ -190,6 +191,21 @@ async def test_signing_out_ends_the_session(browser: AsyncClient) -> None:
     browser.cookies.clear()
     browser.cookies.set("restock_console", cookie, path="/console")
     assert (await browser.get("/console")).status_code == 303
+
+
+async def test_a_sign_out_is_kept_until_its_cookie_lapses_and_then_purged_in_batches(
+    keyed_app: FastAPI,
+) -> None:
+    store = keyed_app.state.store
+    now = datetime.now(UTC)
+    for n in range(25):
+        await store.sign_out(f"sid-{n}", now + timedelta(seconds=n))
+    await store.sign_out("sid-0", now + timedelta(days=1))  # signed out twice: the first stays
+    assert await store.signed_out("sid-0")
+    assert not await store.signed_out("sid-never")
+    later = now + timedelta(seconds=30)
+    assert [await store.purge_sign_outs(later, 10) for _ in range(4)] == [10, 10, 5, 0]
+    assert not await store.signed_out("sid-0")
 
 
 def test_a_session_lasts_its_lifetime() -> None:
@@ -246,18 +262,85 @@ async def test_sign_in_failures_are_limited_per_address(
     assert (await browser.get("/console")).status_code == 303
 
 
+def forget_session(client: AsyncClient) -> None:
+    """The browser drops its session cookie and keeps its device cookie."""
+    client.cookies.delete("restock_console")
+
+
+async def test_a_guesser_at_a_shared_address_does_not_lock_out_a_browser_that_signed_in_there(
+    keyed_app: FastAPI, browser: AsyncClient
+) -> None:
+    limiter = keyed_app.state.console.parts.limiter
+    assert (await sign_in(browser, WRITER_KEY)).status_code == 303  # known here from now on
+    forget_session(browser)
+    async with _client(keyed_app) as guesser:  # the same address, and no device cookie
+        for _ in range(limiter.failures - 1):
+            assert (await sign_in(guesser, "guess")).status_code == 401
+        assert (await sign_in(guesser, "guess")).status_code == 429
+        assert (await sign_in(guesser, WRITER_KEY)).status_code == 429  # guessing stays limited
+
+    back = await sign_in(browser, WRITER_KEY)
+    assert back.status_code == 303, back.text
+    assert (await browser.get("/console")).status_code == 200
+
+    # The trade-off: a browser that never signed in here waits as the guesser does, and a
+    # device cookie that is not genuine makes no browser known.
+    async with _client(keyed_app) as newcomer:
+        newcomer.cookies.set("restock_console_device", "forged.cookie", path="/console/login")
+        refused = await sign_in(newcomer, WRITER_KEY)
+        assert refused.status_code == 429
+        assert text_of_limit(refused) in refused.text
+
+
+def text_of_limit(refused: Response) -> str:
+    return console.text("sign_in_limited", seconds=int(refused.headers["retry-after"]))
+
+
+async def test_a_known_browser_that_guesses_is_limited_by_the_failures_of_its_name(
+    keyed_app: FastAPI, browser: AsyncClient
+) -> None:
+    limiter = keyed_app.state.console.parts.limiter
+    assert (await sign_in(browser, READER_KEY)).status_code == 303
+    forget_session(browser)
+    for _ in range(limiter.failures - 1):
+        assert (await sign_in(browser, WRITER_KEY + "?")).status_code == 401
+    assert (await sign_in(browser, WRITER_KEY + "?")).status_code == 429
+    assert (await sign_in(browser, READER_KEY)).status_code == 429
+
+    # Its guesses did not count against the address: another browser there signs in. A
+    # fresh device cookie for the same name brings no more guesses.
+    browser.cookies.clear()
+    assert (await sign_in(browser, READER_KEY)).status_code == 303
+    forget_session(browser)
+    assert (await sign_in(browser, WRITER_KEY + "?")).status_code == 429
+
+
+def test_a_device_cookie_names_who_signed_in_while_genuine_current_and_configured() -> None:
+    now = [1_000_000.0]
+    sessions = console.Sessions(b"secret", ApiKeys.parse(KEYS), 60, clock=lambda: now[0])
+    cookie = sessions.device_cookie(WRITER)
+    assert sessions.device(cookie) == WRITER.name
+    assert WRITER_KEY not in cookie
+    assert sessions.device(cookie[:-2] + "xx") is None
+    assert sessions.device(sessions.start(WRITER)[1]) is None  # a session is no device cookie
+    unconfigured = console.Sessions(b"secret", ApiKeys.parse(f"{READER_KEY}:reader"), 60)
+    assert unconfigured.device(cookie) is None
+    now[0] += console.DEVICE_LIFETIME_S + 1
+    assert sessions.device(cookie) is None
+
+
 def test_the_sign_in_limit_counts_each_address_and_forgets_old_failures() -> None:
     now = [1000.0]
     limiter = console.SignInLimiter(failures=3, window_s=60, clock=lambda: now[0])
     for _ in range(3):
-        assert limiter.retry_after("10.0.0.1") is None
-        limiter.failed("10.0.0.1")
-    assert limiter.retry_after("10.0.0.1") == 60
-    assert limiter.retry_after("10.0.0.2") is None  # another address
+        assert limiter.retry_after("10.0.0.1", None) is None
+        limiter.failed("10.0.0.1", None)
+    assert limiter.retry_after("10.0.0.1", None) == 60
+    assert limiter.retry_after("10.0.0.2", None) is None  # another address
     now[0] += 30
-    assert limiter.retry_after("10.0.0.1") == 30
+    assert limiter.retry_after("10.0.0.1", None) == 30
     now[0] += 30
-    assert limiter.retry_after("10.0.0.1") is None
+    assert limiter.retry_after("10.0.0.1", None) is None
 
 
 async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(

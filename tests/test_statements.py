@@ -10,8 +10,9 @@ import pytest
 from restock_service.store.receipts import Receipt, head_of
 from restock_service.store.statements import GATE, SQL_DIR, statement
 
-# Writes that are no request's effect: the keys' own housekeeping.
-HOUSEKEEPING = {"key_purge", "key_forget"}
+# Writes that are no API request's effect: the keys' own housekeeping, and the console's
+# sign-outs (a console session, not an API write).
+HOUSEKEEPING = {"key_purge", "key_forget", "sign_out", "sign_out_purge"}
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
 
 

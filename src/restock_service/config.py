@@ -1,6 +1,7 @@
 """Settings, read once from the environment (prefix ``RESTOCK_``)."""
 
 import difflib
+import ipaddress
 from collections.abc import Mapping
 from typing import Literal
 
@@ -75,6 +76,12 @@ class Settings(BaseSettings):
     console_session_s: int = Field(
         default=8 * 3600, ge=60, description="How long a console sign-in lasts."
     )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="The proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: "
+        "addresses or networks, comma-separated, or *; empty: none, the connecting address "
+        "is the client's.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(
         default=86400, ge=1, description="How long a key's first answer is replayed."
@@ -89,7 +96,9 @@ class Settings(BaseSettings):
         default=False, description="Refuse writes without an Idempotency-Key (400)."
     )
     idempotency_purge_interval_s: float = Field(
-        default=60.0, gt=0, description="How often each worker removes forgotten keys."
+        default=60.0,
+        gt=0,
+        description="How often each worker removes forgotten keys and lapsed console sign-outs.",
     )
     graceful_shutdown_s: int = Field(default=30, ge=0)
     drain_s: float = Field(
@@ -123,6 +132,20 @@ class Settings(BaseSettings):
     def _parse_keys(cls, value: SecretStr) -> SecretStr:
         ApiKeys.parse(value.get_secret_value())  # fail at start, not at the first request
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        # uvicorn takes an entry it cannot parse as a name that never matches: refuse it here.
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries == ["*"]:
+            return "*"
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a network") from None
+        return ",".join(entries)
 
     def keys(self) -> ApiKeys:
         return ApiKeys.parse(self.api_keys.get_secret_value())

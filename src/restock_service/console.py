@@ -15,8 +15,8 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from pydantic import ValidationError
@@ -211,16 +211,38 @@ def signing_secret(configured: str, keys: ApiKeys) -> bytes:
     return hashlib.sha256(b"restock-console-session\x00" + b"".join(digests)).digest()
 
 
+class SignOuts(Protocol):
+    """Where sign-outs are kept for every worker to see (store/ implements it per
+    database): a cookie carries its session, so only a row there can end it everywhere."""
+
+    async def sign_out(self, sid: str, expires_at: datetime) -> None:
+        """Keep ``sid`` as signed out until ``expires_at``."""
+
+    async def signed_out(self, sid: str) -> bool: ...
+
+    async def purge_sign_outs(self, now: datetime, limit: int) -> int:
+        """Remove up to ``limit`` sign-outs lapsed by ``now``; how many were removed."""
+
+
+# How long a browser that signed in stays known to the sign-in limit (its device cookie).
+DEVICE_LIFETIME_S = 180 * 86400
+
+
 class Sessions:
     """Signed session cookies: who signed in and their role, never a key.
 
-    A session lives ``lifetime_s`` from sign-in. Signing out ends it in this worker at once
-    and in the browser (the cookie is removed); a copy of the cookie kept elsewhere would
-    still be accepted by another worker until its lifetime ends. A session whose name and
-    role are no longer among the configured keys ends at once.
+    A session lives ``lifetime_s`` from sign-in. Signing out ends it in every worker: its id
+    is kept in the database (``SignOuts``) until the cookie would have lapsed anyway, and
+    each signed-in request looks it up there. A session whose name and role are no longer
+    among the configured keys ends at once.
+
+    A browser that signed in also gets a long-lived *device cookie* that names who signed
+    in there: no session and no authority, only what the sign-in limit tells known browsers
+    by (``SignInLimiter``).
     """
 
     SALT = "restock-console-session"
+    DEVICE_SALT = "restock-console-device"
 
     def __init__(
         self,
@@ -236,11 +258,12 @@ class Sessions:
                 return int(clock())
 
         self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=Signer)
+        self._devices = URLSafeTimedSerializer(secret, salt=self.DEVICE_SALT, signer=Signer)
         self._callers = {caller for _, caller in keys.entries}
+        self._names = {caller.name for caller in self._callers}
         self.open = not keys.enabled  # no keys: no sign-in, everyone writes
         self.lifetime_s = lifetime_s
         self._clock = clock
-        self._ended: dict[str, float] = {}  # sid → when its cookie would lapse anyway
 
     def start(self, caller: Caller | None) -> tuple[Session, str]:
         """A new session for ``caller`` (None: before sign-in), and its cookie's value."""
@@ -254,7 +277,8 @@ class Sessions:
         return session, self._serializer.dumps(payload)
 
     def read(self, cookie: str | None) -> Session | None:
-        """The session a cookie holds, when it is genuine, current and not ended."""
+        """The session a cookie holds, when it is genuine and current (``current`` also
+        asks whether it was signed out)."""
         if not cookie:
             return None
         try:
@@ -264,7 +288,7 @@ class Sessions:
         if not isinstance(payload, dict):
             return None
         sid, name, role = payload.get("s"), payload.get("n"), payload.get("r")
-        if not isinstance(sid, str) or sid in self._ended:
+        if not isinstance(sid, str):
             return None
         if role is None:
             return Session(sid, None, None) if not self.open else None
@@ -276,11 +300,34 @@ class Sessions:
             return None
         return Session(sid, name, Role(role))
 
-    def end(self, session: Session) -> None:
-        now = self._clock()
-        for sid in [s for s, until in self._ended.items() if until <= now]:
-            del self._ended[sid]
-        self._ended[session.sid] = now + self.lifetime_s
+    async def current(self, cookie: str | None, sign_outs: SignOuts) -> Session | None:
+        """The session a cookie holds, when it is genuine, current and not signed out (a
+        signed-in one is looked up; one before sign-in has nothing to sign out)."""
+        session = self.read(cookie)
+        if session is None or not session.signed_in or self.open:
+            return session
+        return None if await sign_outs.signed_out(session.sid) else session
+
+    async def end(self, session: Session, sign_outs: SignOuts) -> None:
+        """Sign out: kept until every cookie signed by now has lapsed."""
+        until = datetime.fromtimestamp(self._clock() + self.lifetime_s + 1, UTC)
+        await sign_outs.sign_out(session.sid, until)
+
+    def device_cookie(self, caller: Caller) -> str:
+        """The device cookie of a browser where ``caller`` has just signed in."""
+        return self._devices.dumps({"n": caller.name})
+
+    def device(self, cookie: str | None) -> str | None:
+        """Who signed in on this browser, by a genuine and current device cookie whose name
+        is still configured; None for a browser not known."""
+        if not cookie:
+            return None
+        try:
+            payload = self._devices.loads(cookie, max_age=DEVICE_LIFETIME_S)
+        except BadSignature:
+            return None
+        name = payload.get("n") if isinstance(payload, dict) else None
+        return name if isinstance(name, str) and name in self._names else None
 
     def csrf_token(self, session: Session) -> str:
         """The token every writing form of this session carries."""
@@ -294,44 +341,58 @@ class Sessions:
 
 
 class SignInLimiter:
-    """At most ``failures`` failed sign-ins per client address in ``window_s``, counted in
-    this process (each worker counts its own)."""
+    """At most ``failures`` failed sign-ins in ``window_s`` from one source, counted in this
+    process (each worker counts its own).
+
+    The source is OWASP's "device cookies" scheme, adapted to keys that name no user: a
+    browser known by its device cookie (``Sessions.device``) counts against the name that
+    signed in there, so a guesser at a shared address (an office, a VPN) does not lock out
+    those who have signed in from it before, and signing in again for a fresh cookie gives
+    no more guesses. Any other browser counts against its client address: a new browser
+    behind an address under attack waits as the guesser does.
+    """
 
     def __init__(
         self,
         failures: int = 5,
         window_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
-        max_addresses: int = 10_000,
+        max_sources: int = 10_000,
     ) -> None:
         self.failures = failures
         self.window_s = window_s
         self._clock = clock
-        self._max_addresses = max_addresses
+        self._max_sources = max_sources
         self._seen: dict[str, deque[float]] = {}
 
-    def retry_after(self, address: str) -> int | None:
-        """Seconds until ``address`` may try again; None when it may now."""
-        times = self._recent(address)
+    def retry_after(self, address: str, device: str | None) -> int | None:
+        """Seconds until a sign-in from ``address`` on a browser known as ``device`` may be
+        tried; None when it may now."""
+        times = self._recent(_source(address, device))
         if len(times) < self.failures:
             return None
         return max(1, int(times[0] + self.window_s - self._clock() + 0.999))
 
-    def failed(self, address: str) -> None:
-        times = self._recent(address)
-        if not times and len(self._seen) >= self._max_addresses:
-            self._seen.pop(next(iter(self._seen)))  # the address first seen goes first
+    def failed(self, address: str, device: str | None) -> None:
+        source = _source(address, device)
+        times = self._recent(source)
+        if not times and len(self._seen) >= self._max_sources:
+            self._seen.pop(next(iter(self._seen)))  # the source first seen goes first
         times.append(self._clock())
-        self._seen[address] = times
+        self._seen[source] = times
 
-    def _recent(self, address: str) -> deque[float]:
-        times = self._seen.get(address, deque())
+    def _recent(self, source: str) -> deque[float]:
+        times = self._seen.get(source, deque())
         horizon = self._clock() - self.window_s
         while times and times[0] <= horizon:
             times.popleft()
         if not times:
-            self._seen.pop(address, None)
+            self._seen.pop(source, None)
         return times
+
+
+def _source(address: str, device: str | None) -> str:
+    return f"device {device}" if device is not None else f"address {address}"
 
 
 def safe_next(target: str | None) -> str:

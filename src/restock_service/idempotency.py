@@ -258,15 +258,21 @@ def serving(request: Keyed) -> Iterator[Keyed]:
 
 
 PURGE_BATCH = 1000
+# Removes up to ``limit`` rows that lapsed by ``now``; how many it removed.
+Purge = Callable[[datetime, int], Awaitable[int]]
 
 
-async def purge_forever(store: KeyStore, every_s: float, batch: int = PURGE_BATCH) -> None:
-    """Remove forgotten keys about every ``every_s`` (jittered, so that workers spread
-    out), a bounded batch per statement, until a batch comes back short."""
+async def purge_forever(
+    purges: Mapping[str, Purge], every_s: float, batch: int = PURGE_BATCH
+) -> None:
+    """Remove lapsed rows (``purges`` by what they remove: forgotten keys, lapsed
+    sign-outs) about every ``every_s`` (jittered, so that workers spread out), a bounded
+    batch per statement, until a batch comes back short."""
     while True:
         await asyncio.sleep(every_s * (0.5 + random.random()))
-        try:
-            while await store.purge_keys(datetime.now(UTC), batch) == batch:
-                pass
-        except Exception as exc:
-            log.warning("could not remove forgotten idempotency keys: %r", exc)
+        for what, purge in purges.items():
+            try:
+                while await purge(datetime.now(UTC), batch) == batch:
+                    pass
+            except Exception as exc:
+                log.warning("could not remove %s: %r", what, exc)

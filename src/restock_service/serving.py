@@ -139,6 +139,10 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
         access_log=settings.access_log,
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        # Forwarded headers from anyone else are the client's own say: believed, they would
+        # let one client pass for many (the console's sign-in limit counts addresses).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     # uvicorn re-raises the signal it stopped on once it is done: with this handler in place
     # that ends the process with 0, as the supervisor of several workers does.

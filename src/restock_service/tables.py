@@ -155,3 +155,13 @@ idempotency_keys = sa.Table(
     sa.Column("receipt", sa.LargeBinary, nullable=True),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
+
+# The console's signed-out sessions, until their cookies would have lapsed anyway: a cookie
+# carries its session, so a sign-out is kept where every worker can see it.
+console_sign_outs = sa.Table(
+    "console_sign_outs",
+    metadata,
+    sa.Column("sid", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_console_sign_outs_expires_at", "expires_at"),
+)

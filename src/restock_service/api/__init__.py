@@ -66,9 +66,14 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         # it at every full collection, each a pause of about 50 ms per 100,000 objects.
         gc.collect()
         gc.freeze()
+        store = app.state.store
+        purges = {
+            "forgotten idempotency keys": store.purge_keys,
+            "lapsed console sign-outs": store.purge_sign_outs,
+        }
         tasks = [
             asyncio.create_task(
-                idempotency.purge_forever(app.state.store, settings.idempotency_purge_interval_s)
+                idempotency.purge_forever(purges, settings.idempotency_purge_interval_s)
             )
         ]
         if drain.install():

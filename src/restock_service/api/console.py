@@ -35,6 +35,7 @@ from restock_service.schemas import (
 from restock_service.store import Store
 
 COOKIE = "restock_console"
+DEVICE_COOKIE = "restock_console_device"
 CSRF_FIELD = "csrf_token"
 PAGE_SIZE = 50
 HOME_FAILURES_PER_MALL = 5
@@ -92,6 +93,7 @@ class ConsoleRoute(APIRoute):
 
         async def answer(request: Request) -> Response:
             try:
+                await _read_session(request)
                 response = await handler(request)
             except _Answer as exc:
                 response = exc.response
@@ -146,8 +148,17 @@ def _set_cookie(request: Request, response: Response, value: str) -> None:
     )
 
 
+async def _read_session(request: Request) -> None:
+    """The visitor's session, read once per request (a signed-in one is looked up in the
+    database, for a sign-out made on another process), for ``_session``."""
+    sessions = _state(request).parts.sessions
+    cookie = request.cookies.get(COOKIE)
+    request.state.console_session = await sessions.current(cookie, _store(request))
+
+
 def _session(request: Request) -> Session | None:
-    return _state(request).parts.sessions.read(request.cookies.get(COOKIE))
+    session: Session | None = getattr(request.state, "console_session", None)
+    return session
 
 
 def _start(request: Request, caller: Any = None) -> Session:
@@ -277,6 +288,7 @@ async def login(request: Request) -> Response:
     if parts.sessions.open:
         return _redirect("/console")
     address = _client_address(request)
+    device = parts.sessions.device(request.cookies.get(DEVICE_COOKIE))
     form = await _form(request)
     target = console.safe_next(form.get("next"))
 
@@ -286,7 +298,7 @@ async def login(request: Request) -> Response:
             request, "login.html", session, status, next=target, errors=errors, error=message
         )
 
-    wait = parts.limiter.retry_after(address)
+    wait = parts.limiter.retry_after(address, device)
     if wait is not None:
         response = again(429, {"api_key": text("sign_in_limited", seconds=wait)})
         response.headers["Retry-After"] = str(wait)
@@ -299,16 +311,27 @@ async def login(request: Request) -> Response:
         return again(422, {"api_key": console.field_message("api_key", "missing", {})})
     caller = parts.keys.caller_of(presented)
     if caller is None:
-        parts.limiter.failed(address)
-        wait = parts.limiter.retry_after(address)
+        parts.limiter.failed(address, device)
+        wait = parts.limiter.retry_after(address, device)
         if wait is not None:
             response = again(429, {"api_key": text("sign_in_limited", seconds=wait)})
             response.headers["Retry-After"] = str(wait)
             return response
         return again(401, {"api_key": text("sign_in_failed")})
-    parts.sessions.end(session)
+    if session.signed_in:  # signing in again: the session it replaces ends
+        await parts.sessions.end(session, _store(request))
     _start(request, caller)  # a new session id at sign-in
-    return _redirect(target)
+    entered = _redirect(target)
+    entered.set_cookie(
+        DEVICE_COOKIE,
+        parts.sessions.device_cookie(caller),
+        max_age=console.DEVICE_LIFETIME_S,
+        path="/console/login",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return entered
 
 
 @router.post("/logout")
@@ -321,7 +344,7 @@ async def logout(request: Request) -> Response:
     form = await _form(request)
     if not parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         return _error_page(request, 403, text("csrf"), session)
-    parts.sessions.end(session)
+    await parts.sessions.end(session, _store(request))
     response = _redirect("/console/login", signed_out="1")
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
     return response

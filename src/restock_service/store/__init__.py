@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from restock_service.config import Settings
+from restock_service.console import SignOuts
 from restock_service.idempotency import KeyRow, KeyStore
 from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
 from restock_service.rules import Decision, SyncDecision
@@ -67,7 +68,7 @@ class PoolWatch:
 UNWATCHED = PoolWatch(_Uncounted(), _Uncounted())
 
 
-class Store(KeyStore, Protocol):
+class Store(KeyStore, SignOuts, Protocol):
     """What the services need from a database. Each write is one unit: all or nothing.
 
     In a keyed request (idempotency.py) a write takes the key in its unit and keeps its

@@ -497,6 +497,25 @@ class PostgresStore:
         )
         return int(removed)
 
+    # --- console sign-outs -----------------------------------------------------------------
+
+    async def sign_out(self, sid: str, expires_at: datetime) -> None:
+        params = {"sid": sid, "expires_at": expires_at}
+        await self._runner.run(lambda: self._run(statement("sign_out"), params), _sqlstate)
+
+    async def signed_out(self, sid: str) -> bool:
+        ((found,),) = await self._runner.run(
+            lambda: self._run(statement("signed_out"), {"sid": sid}), _sqlstate
+        )
+        return bool(found)
+
+    async def purge_sign_outs(self, now: datetime, limit: int) -> int:
+        ((removed,),) = await self._runner.run(
+            lambda: self._run(statement("sign_out_purge"), {"now": now, "limit": limit}),
+            _sqlstate,
+        )
+        return int(removed)
+
     # --- the service -----------------------------------------------------------------------
 
     async def schema_revision(self) -> str | None:

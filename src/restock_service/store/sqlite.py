@@ -52,6 +52,7 @@ from restock_service.store import (
 )
 from restock_service.tables import (
     UTCDateTime,
+    console_sign_outs,
     idempotency_keys,
     restock_lines,
     restocks,
@@ -468,6 +469,32 @@ class SqliteStore:
             removed = await conn.execute(
                 sa.delete(k).where(sa.tuple_(k.c.owner, k.c.key).in_(oldest))
             )
+            return int(removed.rowcount)
+
+        return await self.write(work)
+
+    # --- console sign-outs -----------------------------------------------------------------
+
+    async def sign_out(self, sid: str, expires_at: datetime) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            row = {"sid": sid, "expires_at": expires_at}
+            await conn.execute(insert(console_sign_outs).values(row).on_conflict_do_nothing())
+
+        await self.write(work)
+
+    async def signed_out(self, sid: str) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            found = sa.select(console_sign_outs.c.sid).where(console_sign_outs.c.sid == sid)
+            return await conn.scalar(found) is not None
+
+        return await self.read(work)
+
+    async def purge_sign_outs(self, now: datetime, limit: int) -> int:
+        s = console_sign_outs
+
+        async def work(conn: AsyncConnection) -> int:
+            oldest = sa.select(s.c.sid).where(s.c.expires_at <= now).order_by(s.c.expires_at)
+            removed = await conn.execute(sa.delete(s).where(s.c.sid.in_(oldest.limit(limit))))
             return int(removed.rowcount)
 
         return await self.write(work)
