@@ -19,6 +19,9 @@ from restock_service.logs import configure_logging
 from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, require_current_schema
 
+# Where `serve` listens unless told otherwise: where `make run` serves the console.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 # `check`'s status when it cannot check: 1 says that the books do not balance.
 CANNOT_CHECK = 2
 
@@ -108,7 +111,7 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"database_url": url})
     try:
         with refusing(settings):
-            return demo.main_demo(settings, sys.stdout, yes=args.yes)
+            return demo.main_demo(settings, sys.stdout, yes=args.yes, port=args.port)
     except demo.NotADemoDatabase as exc:
         raise Refusal(str(exc), 2, command="demo") from None
 
@@ -145,8 +148,8 @@ def arguments() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="bring RESTOCK_DATABASE_URL to the current schema")
     serve_cmd = commands.add_parser("serve", help="serve the HTTP API")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=_bounded(1, 65535), default=8000)
+    serve_cmd.add_argument("--host", default=DEFAULT_HOST)
+    serve_cmd.add_argument("--port", type=_bounded(1, 65535), default=DEFAULT_PORT)
     serve_cmd.add_argument("--workers", type=_bounded(1), default=1)
     serve_cmd.add_argument(
         "--migrate", action="store_true", help="migrate the database first, instead of refusing"
@@ -165,6 +168,12 @@ def arguments() -> argparse.ArgumentParser:
     )
     demo_cmd.add_argument(
         "--yes", action="store_true", help="run even on a database that holds other data"
+    )
+    demo_cmd.add_argument(
+        "--port",
+        type=_bounded(1, 65535),
+        default=DEFAULT_PORT,
+        help="the port of the `serve` command that the demo prints, to open its console",
     )
     return parser
 
