@@ -223,7 +223,7 @@ def test_sqlite_with_more_than_one_worker_is_refused_with_the_reason(tmp_path: P
 
     assert result.returncode == 2
     line = _one_line(result)
-    assert "--workers 2 needs PostgreSQL" in line
+    assert line.startswith("restock-service: --workers 2 needs PostgreSQL")
     assert not (tmp_path / "x.db").exists()
 
 

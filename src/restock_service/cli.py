@@ -81,7 +81,7 @@ def check(settings: Settings) -> int:
 
 
 SQLITE_ONE_PROCESS = (
-    "restock-service: --workers {workers} needs PostgreSQL: on SQLite each worker would queue "
+    "--workers {workers} needs PostgreSQL: on SQLite each worker would queue "
     "its writers on a lock of its own, and the workers would contend for the file's one write "
     "lock, which the service does not order; use --workers 1 or "
     "RESTOCK_DATABASE_URL=postgresql://…"
