@@ -42,7 +42,7 @@ PROTOCOL_VIOLATION = "08P01"
 
 POOLER_IN_TRANSACTION_MODE = (
     "a pooler in transaction mode (such as PgBouncer) stands between the service and "
-    "PostgreSQL, and it lost a named prepared statement ({error}); "
+    "PostgreSQL, where named prepared statements do not hold ({error}); "
     "set RESTOCK_DB_POOLER=transaction"
 )
 
@@ -88,7 +88,7 @@ def _said(exc: BaseException) -> str:
 
 
 def pooler_fault(exc: BaseException) -> str | None:
-    """The line for a named prepared statement lost by a pooler; None for anything else."""
+    """The line for a named prepared statement that a pooler mixed up; None for anything else."""
     for link in _chain(exc):
         sqlstate = getattr(link, "sqlstate", None)
         if sqlstate in POOLER_SQLSTATES or (
