@@ -53,7 +53,7 @@ format: install ## Rewrite the code in the house format
 migrate: install ## Bring RESTOCK_DATABASE_URL to the current schema
 	$(BIN)/restock-service migrate
 
-demo: install ## Run the demo against the embedded default: a mixed Rakuten cancel batch
+demo: install ## Run the demo on ./restock-demo.db: a mixed Rakuten cancel batch; it prints how to serve it
 	$(BIN)/restock-service demo
 
 check: install ## Verify the books of RESTOCK_DATABASE_URL

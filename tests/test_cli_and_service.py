@@ -1,16 +1,24 @@
 """The commands, the readiness endpoint and the committed OpenAPI document."""
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from httpx import ASGITransport, AsyncClient
 
 from restock_service.api import create_app
 from restock_service.config import Settings, normalize_database_url
+from restock_service.engine import create_engine
+from restock_service.faults import CANNOT_OPEN, CANNOT_REACH, shown_url
+from restock_service.migrations import NEWER, head_revision
+from tests.conftest import migrated_pg_database
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,5 +223,111 @@ def test_sqlite_with_more_than_one_worker_is_refused_with_the_reason(tmp_path: P
 
     assert result.returncode == 2
     line = _one_line(result)
-    assert "--workers 2 needs PostgreSQL" in line
+    assert line.startswith("restock-service: --workers 2 needs PostgreSQL")
     assert not (tmp_path / "x.db").exists()
+
+
+START_UP_COMMANDS = [["migrate"], ["serve", "--migrate"]]
+
+
+def _refusal(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return _one_line(result)
+
+
+@pytest.mark.parametrize("command", START_UP_COMMANDS)
+def test_a_refused_port_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    port = free_port()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing"
+
+    result = _cli(*command, cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 1
+    error = f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {port})"
+    assert _refusal(result) == "restock-service: " + CANNOT_REACH.format(where=url, error=error)
+
+
+@pytest.mark.parametrize("command", START_UP_COMMANDS)
+def test_a_missing_postgresql_database_is_one_line(
+    tmp_path: Path, pg_admin_dsn: str, command: list[str]
+) -> None:
+    url = normalize_database_url(pg_admin_dsn.rsplit("/", 1)[0] + "/restock_nowhere")
+
+    result = _cli(*command, cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 1
+    error = 'InvalidCatalogNameError: database "restock_nowhere" does not exist'
+    assert _refusal(result) == "restock-service: " + CANNOT_REACH.format(
+        where=shown_url(url), error=error
+    )
+
+
+@pytest.mark.parametrize("command", START_UP_COMMANDS)
+def test_a_sqlite_path_that_cannot_be_opened_is_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'restock.db'}"
+
+    result = _cli(*command, cwd=tmp_path, RESTOCK_DATABASE_URL=url)
+
+    assert result.returncode == 1
+    error = "OperationalError: unable to open database file"
+    assert _refusal(result) == "restock-service: " + CANNOT_OPEN.format(where=url, error=error)
+
+
+FUTURE_REVISION = "0099_from_a_newer_version"
+
+
+async def _set_revision(url: str, revision: str) -> None:
+    engine = create_engine(Settings(database_url=url), pooled=False)
+    try:
+        async with engine.begin() as conn:
+            set_revision = sa.text("UPDATE alembic_version SET version_num = :revision")
+            await conn.execute(set_revision, {"revision": revision})
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def newer_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database whose schema a newer version of the service migrated: its revision is
+    one this code does not have."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'newer.db'}"
+        assert _cli("migrate", cwd=tmp_path, RESTOCK_DATABASE_URL=url).returncode == 0
+        asyncio.run(_set_revision(url, FUTURE_REVISION))
+        yield url
+        return
+    with migrated_pg_database(request.getfixturevalue("pg_admin_dsn")) as url:
+        asyncio.run(_set_revision(url, FUTURE_REVISION))
+        yield url
+
+
+NEWER_LINE = NEWER.format(revision=FUTURE_REVISION, head=head_revision())
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [(["migrate"], 1), (["serve"], 1), (["serve", "--migrate"], 1), (["check"], 2)],
+)
+def test_a_database_of_a_newer_version_is_refused_in_one_line_that_says_so(
+    tmp_path: Path, newer_database_url: str, command: list[str], status: int
+) -> None:
+    port = ["--port", str(free_port())] if command[0] == "serve" else []
+
+    result = _cli(*command, *port, cwd=tmp_path, RESTOCK_DATABASE_URL=newer_database_url)
+
+    assert result.returncode == status, result.stdout
+    assert _refusal(result) == f"restock-service: {NEWER_LINE}"
+    assert result.stdout == ""  # check vouches for nothing
+
+
+async def test_ready_says_the_database_belongs_to_a_newer_version(
+    newer_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        status, headers, body = await _call(newer_database_url, "GET", "/ready")
+
+    assert (status, body["detail"]) == (503, NEWER_LINE)
+    assert headers["retry-after"]
+    assert f"not ready: {NEWER_LINE}" in caplog.messages

@@ -8,15 +8,21 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from restock_service.api import create_app
+from restock_service.config import Settings
+from restock_service.faults import POOLER_IN_TRANSACTION_MODE
+from restock_service.store.postgres import connect_args
 from tests.conftest import IN_CI, migrated_pg_database
 from tests.servers import free_port, running_servers
 
@@ -179,3 +185,94 @@ async def test_the_contract_holds_behind_pgbouncer(servers: list[str]) -> None:
     ]
     assert {"CAP-01", "GONE-01"} <= {c["sku"] for c in changes.json()["items"]}
     assert ready.status_code == 200
+
+
+# asyncpg names a process's first named statement so; another client's server connection
+# may hold that name already.
+FIRST_NAME = "__asyncpg_stmt_1__"
+POOLER_LINE_HEAD, POOLER_LINE_TAIL = POOLER_IN_TRANSACTION_MODE.split("{error}")
+
+
+async def _pgbouncer_client(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**connect_args(url), statement_cache_size=0)
+
+
+def _cli(url: str, *command: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RESTOCK_DB_POOLER"}
+    return subprocess.run(
+        [sys.executable, "-m", "restock_service", *command],
+        env={**env, "RESTOCK_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def through_pgbouncer(pg_admin_dsn: str, pgbouncer: int) -> Iterator[str]:
+    """A fresh database reached through PgBouncer, without RESTOCK_DB_POOLER. A `check`
+    has run on it: in transaction mode its one server connection keeps the statements
+    that process named, from ``FIRST_NAME`` on, for the next client."""
+    with migrated_pg_database(pg_admin_dsn) as direct:
+        through = direct.replace(":5432/", f":{pgbouncer}/")
+        first = _cli(through, "check")
+        assert first.returncode == 0, first.stderr
+        yield through
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [(["migrate"], 1), (["serve", "--migrate"], 1), (["serve"], 1), (["check"], 2)],
+)
+def test_without_the_pooler_setting_a_command_says_so_in_one_line(
+    through_pgbouncer: str, command: list[str], status: int
+) -> None:
+    if command[0] == "serve":
+        command = [*command, "--port", str(free_port())]
+
+    result = _cli(through_pgbouncer, *command)
+
+    assert result.returncode == status, result.stderr
+    taken = f'prepared statement "{FIRST_NAME}" already exists'
+    assert result.stderr.splitlines() == [
+        "restock-service: " + POOLER_IN_TRANSACTION_MODE.format(error=taken)
+    ]
+
+
+def _says_the_pooler_lost_a_statement(text: str) -> bool:
+    return (
+        text.startswith(POOLER_LINE_HEAD)
+        and text.endswith(POOLER_LINE_TAIL)
+        and "does not exist" in text
+    )
+
+
+async def test_without_the_pooler_setting_a_lost_statement_is_a_503_that_names_the_setting(
+    through_pgbouncer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statements the service prepared on the one server connection, then that
+    connection taken by another client: PgBouncer sends the service's next transactions to
+    a server connection that never saw them."""
+    app = create_app(Settings(database_url=through_pgbouncer, db_pool_size=1))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
+        assert (await http.get("/stock/CAP-01")).status_code == 404
+        assert (await http.get("/ready")).status_code == 200
+        other = await _pgbouncer_client(through_pgbouncer)
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1")  # holds the server connection
+                read = await http.get("/stock/CAP-01")
+                ready = await http.get("/ready")
+        finally:
+            await other.close()
+
+    assert read.status_code == 503, read.text
+    assert read.headers["retry-after"]
+    assert ready.status_code == 503
+    assert _says_the_pooler_lost_a_statement(ready.json()["detail"]), ready.text
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(_says_the_pooler_lost_a_statement(m.split(": ", 1)[1]) for m in logged), logged

@@ -1,4 +1,5 @@
-"""The ``restock-service`` command: migrate, serve, openapi."""
+"""The ``restock-service`` command: migrate, serve, check, demo, openapi. A command that
+cannot do its work raises ``faults.Refusal``; ``main`` prints its one line."""
 
 import argparse
 import asyncio
@@ -13,22 +14,29 @@ from pydantic import ValidationError
 from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings, normalize_database_url, unknown_variables
 from restock_service.engine import create_engine, read_only
+from restock_service.faults import Refusal, refusing
 from restock_service.logs import configure_logging
 from restock_service.metrics import shared_by_workers
-from restock_service.migrations import migrate, schema_problem
+from restock_service.migrations import migrate, require_current_schema
+
+# Where `serve` listens unless told otherwise: where `make run` serves the console.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# `check`'s status when it cannot check: 1 says that the books do not balance.
+CANNOT_CHECK = 2
 
 
 def _settings() -> Settings:
     unknown = unknown_variables(os.environ)
     if unknown:
-        raise SystemExit(f"restock-service: invalid configuration: {'; '.join(unknown)}")
+        raise Refusal(f"invalid configuration: {'; '.join(unknown)}")
     try:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"RESTOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
-        raise SystemExit(f"restock-service: invalid configuration: {problems}") from None
+        raise Refusal(f"invalid configuration: {problems}") from None
 
 
 def _bounded(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -57,13 +65,12 @@ async def _check(settings: Settings) -> BooksReport:
 
 
 def check(settings: Settings) -> int:
-    """Print what does not hold and return 1, or print a one-line summary and return 0."""
-    try:
+    """Print what does not hold and return 1, or print a one-line summary and return 0.
+    Refuses (``CANNOT_CHECK``) a database it cannot read, or whose schema is not this
+    version's head: it vouches only for books whose tables it knows."""
+    require_current_schema(settings, CANNOT_CHECK)
+    with refusing(settings, CANNOT_CHECK):
         report = asyncio.run(_check(settings))
-    except Exception as exc:
-        first_line = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
-        print(f"restock-service: cannot check the books: {first_line}", file=sys.stderr)
-        return 2
     for problem in report.problems:
         print(problem)
     if report.balanced:
@@ -74,7 +81,7 @@ def check(settings: Settings) -> int:
 
 
 SQLITE_ONE_PROCESS = (
-    "restock-service: --workers {workers} needs PostgreSQL: on SQLite each worker would queue "
+    "--workers {workers} needs PostgreSQL: on SQLite each worker would queue "
     "its writers on a lock of its own, and the workers would contend for the file's one write "
     "lock, which the service does not order; use --workers 1 or "
     "RESTOCK_DATABASE_URL=postgresql://…"
@@ -85,14 +92,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from restock_service import serving
 
     if args.workers > 1 and settings.database_url.startswith("sqlite"):
-        print(SQLITE_ONE_PROCESS.format(workers=args.workers), file=sys.stderr)
-        return 2
+        raise Refusal(SQLITE_ONE_PROCESS.format(workers=args.workers), 2)
     if args.migrate:
         migrate(settings)
-    problem = schema_problem(settings)
-    if problem:
-        print(f"restock-service: {problem}", file=sys.stderr)
-        return 1
+    require_current_schema(settings)
     print(f"console: {console_url(args.host, args.port)}", flush=True)
     with shared_by_workers(args.workers):  # before the workers start: they inherit it
         return serving.run(settings, args.host, args.port, args.workers)
@@ -104,15 +107,13 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         url = normalize_database_url(args.database or demo.DATABASE_URL)
     except ValueError as exc:
-        print(f"restock-service demo: {exc}", file=sys.stderr)
-        return 2
+        raise Refusal(str(exc), 2, command="demo") from None
+    settings = settings.model_copy(update={"database_url": url})
     try:
-        return demo.main_demo(
-            settings.model_copy(update={"database_url": url}), sys.stdout, yes=args.yes
-        )
+        with refusing(settings):
+            return demo.main_demo(settings, sys.stdout, yes=args.yes, port=args.port)
     except demo.NotADemoDatabase as exc:
-        print(f"restock-service demo: {exc}", file=sys.stderr)
-        return 2
+        raise Refusal(str(exc), 2, command="demo") from None
 
 
 def console_url(host: str, port: int) -> str:
@@ -147,8 +148,8 @@ def arguments() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="bring RESTOCK_DATABASE_URL to the current schema")
     serve_cmd = commands.add_parser("serve", help="serve the HTTP API")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=_bounded(1, 65535), default=8000)
+    serve_cmd.add_argument("--host", default=DEFAULT_HOST)
+    serve_cmd.add_argument("--port", type=_bounded(1, 65535), default=DEFAULT_PORT)
     serve_cmd.add_argument("--workers", type=_bounded(1), default=1)
     serve_cmd.add_argument(
         "--migrate", action="store_true", help="migrate the database first, instead of refusing"
@@ -168,12 +169,25 @@ def arguments() -> argparse.ArgumentParser:
     demo_cmd.add_argument(
         "--yes", action="store_true", help="run even on a database that holds other data"
     )
+    demo_cmd.add_argument(
+        "--port",
+        type=_bounded(1, 65535),
+        default=DEFAULT_PORT,
+        help="the port of the `serve` command that the demo prints, to open its console",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments().parse_args(argv)
+    try:
+        return _command(args)
+    except Refusal as refusal:
+        print(refusal.printed(), file=sys.stderr)
+        return refusal.status
 
+
+def _command(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":

@@ -14,20 +14,24 @@ none is typed here.
 
 import asyncio
 import json
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message
 
 from restock_service import tables
 from restock_service.access import Role
 from restock_service.api import create_app
+from restock_service.cli import DEFAULT_HOST, DEFAULT_PORT, console_url
 from restock_service.config import Settings
 from restock_service.engine import create_engine
+from restock_service.faults import shown_url
 from restock_service.messages import Code, Mall
 from restock_service.migrations import migrate
 
@@ -66,7 +70,6 @@ ORDERS = (
 )
 REPEATED = 2  # restocked alone first, so that the batch repeats it
 FAILED = 3  # its product was removed: the failure to work off on the console
-CONSOLE = "http://127.0.0.1:8000/console"  # where `make run` serves the console
 # Stock just before the batch → just after it (None: the sku is not registered).
 EXPECTED_STOCK: dict[str, tuple[int | None, int | None]] = {
     "TSHIRT-RED-M": (8, 10),
@@ -103,19 +106,21 @@ class Run:
         return f"{SKU_PREFIX}{self.label}-{name}"
 
 
-def main_demo(settings: Settings, out: TextIO, *, yes: bool = False) -> int:
+def main_demo(
+    settings: Settings, out: TextIO, *, yes: bool = False, port: int = DEFAULT_PORT
+) -> int:
     """Check that the database holds demo data alone (unless ``yes``), migrate it, then run
     the demo; the exit code of ``run_demo``. Raises ``NotADemoDatabase``."""
     if not yes:
         found = asyncio.run(foreign_data(settings))
         if found:
-            url = make_url(settings.database_url).render_as_string(hide_password=True)
+            url = shown_url(settings.database_url)
             raise NotADemoDatabase(
                 f"{url} holds data that is not the demo's ({', '.join(found)}); run the demo "
                 "on a database of its own (the default), or pass --yes"
             )
     migrate(settings)
-    return asyncio.run(run_demo(settings, out))
+    return asyncio.run(run_demo(settings, out, port))
 
 
 async def foreign_data(settings: Settings) -> list[str]:
@@ -152,8 +157,10 @@ async def foreign_data(settings: Settings) -> list[str]:
     return found
 
 
-async def run_demo(settings: Settings, out: TextIO) -> int:
-    """Run the demo on a migrated database; 0 when every order came out as expected."""
+async def run_demo(settings: Settings, out: TextIO, port: int = DEFAULT_PORT) -> int:
+    """Run the demo on a migrated database; 0 when every order came out as expected. It
+    ends with the command that serves this database on ``port``, and the console page
+    of the failed order there."""
     app = create_app(settings)
     headers = _auth_headers(settings)
     if headers is None:
@@ -162,7 +169,7 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
     async with app.router.lifespan_context(app):
         client = InProcess(app, headers)
         try:
-            return await _demo(client, settings, out)
+            return await _demo(client, settings, out, port)
         except DemoError as exc:
             print(f"demo failed: {exc}", file=out)
             return 1
@@ -242,9 +249,19 @@ class InProcess:
         return Answer(status, b"".join(chunks))
 
 
-async def _demo(client: InProcess, settings: Settings, out: TextIO) -> int:
+def serve_command(settings: Settings, port: int) -> str:
+    """The shell command that serves the demo's database, as this process was started
+    (``.venv/bin/restock-service`` under ``make demo``). A password in the URL shows as
+    ``***``: the output may be pasted anywhere."""
+    program = sys.argv[0] if Path(sys.argv[0]).name == "restock-service" else "restock-service"
+    words = [program, "serve", "--host", DEFAULT_HOST, "--port", str(port)]
+    url = shown_url(settings.database_url)
+    return f"RESTOCK_DATABASE_URL={shlex.quote(url)} {shlex.join(words)}"
+
+
+async def _demo(client: InProcess, settings: Settings, out: TextIO, port: int) -> int:
     run = await _fresh_run(client)
-    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    url = shown_url(settings.database_url)
     print(f"restock-service demo: run {run.label} on {url}", file=out)
     print(file=out)
 
@@ -292,8 +309,10 @@ async def _demo(client: InProcess, settings: Settings, out: TextIO) -> int:
     print("As expected: " + ", ".join(o.expected for o in ORDERS), file=out)
     failed = run.order_nos[FAILED]
     print(file=out)
-    print(f"Work off the failed order {failed} on the console (`make run` serves it):", file=out)
-    print(f"  {CONSOLE}/orders/{failed}", file=out)
+    print(f"Work off the failed order {failed} on the console. Serve this database:", file=out)
+    print(f"  {serve_command(settings, port)}", file=out)
+    print("then open:", file=out)
+    print(f"  {console_url(DEFAULT_HOST, port)}/orders/{failed}", file=out)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The schema's version: Alembic's scripts, ``migrate``, and what the database is at."""
 
 import asyncio
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -11,6 +12,16 @@ from sqlalchemy.engine import Connection
 
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
+from restock_service.faults import Refusal, refusing
+
+NOT_CURRENT = (
+    "the database schema is not current (at {revision}, head is {head}); "
+    "run `restock-service migrate` or `restock-service serve --migrate`"
+)
+NEWER = (
+    "the database belongs to a newer version of the service: its schema is at revision "
+    "{revision}, which this version (head {head}) does not have; use that newer version on it"
+)
 
 
 def migrations_dir() -> Path:
@@ -29,13 +40,39 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    return _scripts().get_current_head()
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this version's scripts have, the head's ancestors included."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def schema_mismatch(revision: str | None) -> str | None:
+    """Why a database at ``revision`` cannot be served, in one line; None at the head."""
+    head = head_revision()
+    if revision == head:
+        return None
+    if revision is not None and revision not in known_revisions():
+        return NEWER.format(revision=revision, head=head)
+    return NOT_CURRENT.format(revision=revision or "no revision", head=head)
 
 
 def migrate(settings: Settings) -> None:
-    """Bring the database to the current schema."""
-    command.upgrade(alembic_config(settings.database_url), "head")
+    """Bring the database to the current schema; raises ``Refusal`` instead of touching a
+    schema this version does not know, and for what the database raised."""
+    revision = database_revision(settings)
+    if revision is not None and revision not in known_revisions():
+        raise Refusal(NEWER.format(revision=revision, head=head_revision()))
+    with refusing(settings):
+        command.upgrade(alembic_config(settings.database_url), "head")
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -57,19 +94,20 @@ async def _revision(settings: Settings) -> str | None:
         await engine.dispose()
 
 
-def schema_problem(settings: Settings) -> str | None:
-    """Why the database cannot be served as it is, or None when its schema is current."""
+def database_revision(settings: Settings, status: int = 1) -> str | None:
+    """The revision the database is at; raises ``Refusal`` with ``status`` when it cannot
+    be read in time."""
     bound = settings.db_connect_timeout_s + settings.db_deadline_s
-    try:
-        revision = asyncio.run(asyncio.wait_for(_revision(settings), bound))
-    except TimeoutError:
-        return f"the database did not answer within {bound:g} s"
-    except Exception as exc:
-        return f"cannot reach the database: {exc.__class__.__name__}: {exc}".splitlines()[0]
-    head = head_revision()
-    if revision != head:
-        return (
-            f"the database schema is not current (at {revision or 'no revision'}, head is "
-            f"{head}); run `restock-service migrate` or `restock-service serve --migrate`"
-        )
-    return None
+    with refusing(settings, status):
+        try:
+            return asyncio.run(asyncio.wait_for(_revision(settings), bound))
+        except TimeoutError:
+            raise Refusal(f"the database did not answer within {bound:g} s", status) from None
+
+
+def require_current_schema(settings: Settings, status: int = 1) -> None:
+    """Raise ``Refusal`` with ``status`` unless the database answers and its schema is at
+    the head."""
+    problem = schema_mismatch(database_revision(settings, status))
+    if problem is not None:
+        raise Refusal(problem, status)

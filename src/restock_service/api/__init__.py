@@ -27,7 +27,7 @@ from restock_service.console import Console
 from restock_service.drain import Drain
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
-from restock_service.migrations import head_revision
+from restock_service.migrations import known_revisions
 from restock_service.store import open_store
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
         app.state.store.watch_pool(metrics.pool)
-        app.state.head_revision = head_revision()
+        known_revisions()  # read the scripts once, before /ready asks
         # What start-up built lives as long as the process: keep the collector from scanning
         # it at every full collection, each a pause of about 50 ms per 100,000 objects.
         gc.collect()

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from restock_service.api.bodies import NOT_UTF8
 from restock_service.errors import DomainError, InvalidRequest, field_path
+from restock_service.faults import pooler_fault
 from restock_service.schemas import Problem, ProblemField
 
 log = logging.getLogger(__name__)
@@ -143,17 +144,23 @@ def domain_problem(exc: DomainError) -> JSONResponse:
 
 
 def database_problem(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse:
-    """503 with Retry-After when the database is out of reach; 500 for any other failure."""
-    if is_database_unavailable(exc):
+    """503 with Retry-After when the database is out of reach, or when a pooler in
+    transaction mode lost a named statement (a setting the operator must change: said in
+    the log, at ERROR); 500 for any other failure."""
+    pooler = pooler_fault(exc)
+    if pooler is not None:
+        log.error("database unusable on %s %s: %s", method, path, pooler)
+    elif is_database_unavailable(exc):
         log.warning("database unavailable on %s %s: %r", method, path, exc)
-        return problem_response(
-            503,
-            "the database cannot be reached; the request took effect wholly or not at "
-            "all, so send it again later",
-            headers={"Retry-After": str(retry_after_s)},
-        )
-    log.error("database error on %s %s", method, path, exc_info=exc)
-    return problem_response(500, "unexpected database error")
+    else:
+        log.error("database error on %s %s", method, path, exc_info=exc)
+        return problem_response(500, "unexpected database error")
+    return problem_response(
+        503,
+        "the database cannot be reached; the request took effect wholly or not at "
+        "all, so send it again later",
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 def problem_for(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse | None:

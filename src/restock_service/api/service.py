@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from restock_service.api.deps import DB, AppMetrics, problems
 from restock_service.api.errors import problem_response
 from restock_service.api.routing import FastRoute
+from restock_service.faults import pooler_fault
+from restock_service.migrations import schema_mismatch
 from restock_service.schemas import Problem
 
 log = logging.getLogger(__name__)
@@ -45,21 +47,20 @@ async def health() -> Health:
 async def ready(request: Request, db: DB) -> Ready | JSONResponse:
     """Answer 200 when the database answers and its schema is current, and 503 once the
     process has been told to stop (SIGTERM)."""
-    head: str | None = request.app.state.head_revision
     retry_after = {"Retry-After": str(db.settings.retry_after_s)}
     if request.app.state.drain.draining:
         return problem_response(503, "the process is stopping (SIGTERM)", headers=retry_after)
     try:
         revision = await db.schema_revision()
     except Exception as exc:  # any failure to ask means "not ready"
-        log.warning("readiness check failed: %r", exc)
-        return problem_response(503, "the database cannot be reached", headers=retry_after)
-    if revision != head:
-        return problem_response(
-            503,
-            f"the database schema is at {revision}, not at {head}: run `restock-service migrate`",
-            headers=retry_after,
-        )
+        pooler = pooler_fault(exc)
+        log.warning("readiness check failed: %s", pooler or repr(exc))
+        detail = pooler or "the database cannot be reached"
+        return problem_response(503, detail, headers=retry_after)
+    mismatch = schema_mismatch(revision)
+    if mismatch is not None:
+        log.warning("not ready: %s", mismatch)
+        return problem_response(503, mismatch, headers=retry_after)
     return Ready(status="ready", schema_revision=revision or "")
 
 
