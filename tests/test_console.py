@@ -877,14 +877,18 @@ async def test_a_link_cannot_make_a_notice(api: AsyncClient, browser: AsyncClien
     assert await record_status(api) == RestockStatus.FAILED
 
 
-async def test_a_write_tells_its_notice_once(api: AsyncClient, browser: AsyncClient) -> None:
-    await _registered(api, browser, "A", 3)
-    form = {"delta": "2", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
-    done = await browser.post("/console/skus/A", data=form)
+@pytest.mark.parametrize("sku", ["A", "A&B'<x>=!"])
+async def test_a_write_tells_its_notice_once(
+    api: AsyncClient, browser: AsyncClient, sku: str
+) -> None:
+    await _registered(api, browser, sku, 3)
+    path = "/console/skus/" + quote(sku, safe="")
+    form = {"delta": "2", "reason": "x", **form_of(await browser.get(path), "adjust")}
+    done = await browser.post(path, data=form)
     assert done.status_code == 303
     assert "?" not in done.headers["location"]  # nothing of the outcome in the address
     shown = await browser.get(done.headers["location"])
-    assert notice_of(shown) == console.text("adjusted", sku="A", delta=2, quantity=5)
+    assert notice_of(shown) == console.text("adjusted", sku=sku, delta=2, quantity=5)
     again = await browser.get(done.headers["location"])  # a reload
     assert notice_of(again) is None
 
