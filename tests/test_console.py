@@ -4,6 +4,7 @@ sign-in limit, security headers, Japan time, and refusals shown next to their fi
 The walk through a real browser is in test_console_browser.py.
 """
 
+import asyncio
 import base64
 import html
 import json
@@ -26,7 +27,16 @@ from restock_service.messages import MESSAGE, Code, RestockStatus
 from restock_service.rules import adjustment_refused
 from restock_service.schemas import AdjustmentIn
 from tests.conftest import empty_tables
-from tests.helpers import Database, cancel_ok, order, put_stock, quantity, rakuten, sync
+from tests.helpers import (
+    Database,
+    cancel_ok,
+    order,
+    plant_claim,
+    put_stock,
+    quantity,
+    rakuten,
+    sync,
+)
 
 WRITER_KEY = "w-console-key-1"
 READER_KEY = "r-console-key-1"
@@ -38,6 +48,8 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+FORM = re.compile(r"<form [^>]*>.*?</form>", re.S)
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 @pytest.fixture
@@ -99,6 +111,29 @@ async def record_status(api: AsyncClient, order_no: str = ORDER) -> str:
     assert response.status_code == 200, response.text
     status: str = response.json()["status"]
     return status
+
+
+def form_of(page: Response, form_id: str) -> dict[str, str]:
+    """The hidden fields of the page's form ``form_id`` (its CSRF token, its key, …)."""
+    for form in FORM.findall(page.text):
+        if f'id="{form_id}"' in form.split(">", 1)[0]:
+            return {name: html.unescape(value) for name, value in HIDDEN.findall(form)}
+    raise AssertionError(f"no form {form_id!r} in {page.text}")
+
+
+def adjust_form(page: Response, sku: str) -> dict[str, str]:
+    """The hidden fields of the order page's adjustment form of ``sku``."""
+    for form in FORM.findall(page.text):
+        fields = {name: html.unescape(value) for name, value in HIDDEN.findall(form)}
+        if fields.get("sku") == sku:
+            return fields
+    raise AssertionError(f"no adjustment form of {sku!r} in {page.text}")
+
+
+def notice_of(page: Response) -> str | None:
+    """The notice at the top of the page, if any."""
+    found = re.search(r'<p class="notice" role="status">([^<]*)</p>', page.text)
+    return html.unescape(found.group(1)) if found else None
 
 
 def write_forms(page: Response) -> list[str]:
@@ -453,14 +488,11 @@ async def test_without_keys_a_change_records_no_actor_and_asks_who_resolved(
     await failed_order(client)
     page = await client.get(f"/console/orders/{ORDER}")
     assert "担当者名を入力してください" in page.text
-    token = csrf_of(page)
-    refused = await client.post(
-        f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token}
-    )
+    form = form_of(page, "resolve")
+    refused = await client.post(f"/console/orders/{ORDER}", data={"note": "済", **form})
     assert refused.status_code == 422  # resolved_by: nobody signed in to default to
     resolved = await client.post(
-        f"/console/orders/{ORDER}",
-        data={"note": "済", "resolved_by": "山田", "csrf_token": token},
+        f"/console/orders/{ORDER}", data={"note": "済", "resolved_by": "山田", **form}
     )
     assert resolved.status_code == 303
     record = (await client.get(f"/restocks/{ORDER}")).json()
@@ -485,8 +517,7 @@ async def test_the_console_answers_alike_with_and_without_the_short_way(
             page = await c.get("/console/skus/A")
             assert page.status_code == 200
             done = await c.post(
-                "/console/skus/A",
-                data={"delta": "2", "reason": "棚卸", "csrf_token": csrf_of(page)},
+                "/console/skus/A", data={"delta": "2", "reason": "棚卸", **form_of(page, "adjust")}
             )
             assert done.status_code == 303
             assert await quantity(c, "A") == 5
@@ -569,7 +600,7 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
     await failed_order(api)
     await sign_in(browser, WRITER_KEY)
     page = await browser.get("/console/skus/KEEP-1")
-    token = csrf_of(page)
+    form_fields = form_of(page, "adjust")  # refused by validation, the form keeps its key
     said = console.field_message
     cases = [
         ({"delta": "0", "reason": "x"}, "delta", said("delta", "value_error", {})),
@@ -592,7 +623,7 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
         ),
     ]
     for form, field, message in cases:
-        refused = await browser.post("/console/skus/KEEP-1", data={**form, "csrf_token": token})
+        refused = await browser.post("/console/skus/KEEP-1", data={**form, **form_fields})
         assert refused.status_code == 422, (form, refused.text)
         error = re.search(rf'<p class="field-error" id="{field}-error">([^<]+)</p>', refused.text)
         assert error and html.unescape(error.group(1)) == message, (form, refused.text)
@@ -604,17 +635,19 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
     await put_stock(api, "FULL-1", 1_000_000_000)
     full = {"delta": 1_000_000_000, "reason": "x"}
     assert (await api.post("/stock/FULL-1/adjustments", json=full)).status_code == 200
+    full_page = await browser.get("/console/skus/FULL-1")
     refused = await browser.post(
-        "/console/skus/FULL-1", data={"delta": "1", "reason": "x", "csrf_token": token}
+        "/console/skus/FULL-1", data={"delta": "1", "reason": "x", **form_of(full_page, "adjust")}
     )
     assert refused.status_code == 422
     assert console.problem_errors([adjustment_refused(2_000_000_000, 1)])["delta"] in refused.text
     assert await quantity(api, "FULL-1") == 2_000_000_000
 
     # From the order page: the sku that is not registered, next to its own form.
+    order_page = await browser.get(f"/console/orders/{ORDER}")
     refused = await browser.post(
         f"/console/orders/{ORDER}",
-        data={"sku": "GONE-1", "delta": "1", "reason": "x", "order_no": ORDER, "csrf_token": token},
+        data={"delta": "1", "reason": "x", "order_no": ORDER, **adjust_form(order_page, "GONE-1")},
     )
     assert refused.status_code == 404
     assert console.text("sku_not_registered") in refused.text
@@ -622,26 +655,29 @@ async def test_a_refusal_is_shown_in_japanese_next_to_its_field(
     done = await browser.post(
         f"/console/orders/{ORDER}",
         data={
-            "sku": "KEEP-1",
             "delta": "＋２",
             "reason": "x",
             "order_no": ORDER,
-            "csrf_token": token,
+            **adjust_form(order_page, "KEEP-1"),
         },
     )
     assert done.status_code == 303
     assert await quantity(api, "KEEP-1") == 10
 
 
-async def test_resolving_twice_is_a_conflict_shown_on_the_page(
+async def test_resolving_from_a_second_page_is_a_conflict_shown_on_the_page(
     api: AsyncClient, browser: AsyncClient
 ) -> None:
     await failed_order(api)
     await sign_in(browser, WRITER_KEY)
-    token = csrf_of(await browser.get(f"/console/orders/{ORDER}"))
-    first = await browser.post(f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token})
+    one, other = [await browser.get(f"/console/orders/{ORDER}") for _ in range(2)]
+    first = await browser.post(
+        f"/console/orders/{ORDER}", data={"note": "済", **form_of(one, "resolve")}
+    )
     assert first.status_code == 303
-    again = await browser.post(f"/console/orders/{ORDER}", data={"note": "済", "csrf_token": token})
+    again = await browser.post(
+        f"/console/orders/{ORDER}", data={"note": "済", **form_of(other, "resolve")}
+    )
     assert again.status_code == 409
     assert console.text("not_failed", status=console.STATUS_LABEL[RestockStatus.RESOLVED]) in (
         again.text
@@ -657,22 +693,20 @@ async def test_a_writer_works_off_a_failure_and_is_named_as_its_actor(
     listed = await browser.get("/console/failures")
     assert ORDER in listed.text
     page = await browser.get(f"/console/orders/{ORDER}")
-    token = csrf_of(page)
     adjusted = await browser.post(
         f"/console/orders/{ORDER}",
         data={
-            "sku": "GONE-1",
             "delta": "1",
             "reason": console.DEFAULT_ADJUSTMENT_REASON,
             "order_no": ORDER,
-            "csrf_token": token,
+            **adjust_form(page, "GONE-1"),
         },
     )
     assert adjusted.status_code == 303
     shown = await browser.get(adjusted.headers["location"])
-    assert console.text("adjusted", sku="GONE-1", delta=1, quantity=1) in shown.text
+    assert notice_of(shown) == console.text("adjusted", sku="GONE-1", delta=1, quantity=1)
     resolved = await browser.post(
-        f"/console/orders/{ORDER}", data={"note": "手動で加算済み", "csrf_token": token}
+        f"/console/orders/{ORDER}", data={"note": "手動で加算済み", **form_of(shown, "resolve")}
     )
     assert resolved.status_code == 303
     assert ORDER not in (await browser.get("/console/failures")).text
@@ -711,3 +745,269 @@ def test_serve_names_the_consoles_address() -> None:
     assert console_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/console"
     assert console_url("0.0.0.0", 9000) == "http://127.0.0.1:9000/console"
     assert console_url("::1", 8000) == "http://[::1]:8000/console"
+
+
+# --- each form applies once ----------------------------------------------------------------
+
+
+async def _registered(api: AsyncClient, browser: AsyncClient, sku: str, quantity: int) -> None:
+    await put_stock(api, sku, quantity)
+    await sign_in(browser, WRITER_KEY)
+
+
+async def test_an_adjustment_form_posted_twice_moves_the_stock_once_and_lands_on_its_result(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = {
+        "delta": "1",
+        "reason": "棚卸",
+        **form_of(await browser.get("/console/skus/A"), "adjust"),
+    }
+    first = await browser.post("/console/skus/A", data=form)
+    again = await browser.post("/console/skus/A", data=form)  # a double click, a retry
+    assert (first.status_code, again.status_code) == (303, 303)
+    assert first.headers["location"] == again.headers["location"]
+    assert await quantity(api, "A") == 4
+    shown = await browser.get(again.headers["location"])
+    assert notice_of(shown) == console.text("adjusted", sku="A", delta=1, quantity=4)
+    movements = (await api.get("/stock/A/movements")).json()["items"]
+    assert [m["reason"] for m in movements] == ["set", "adjustment"]
+
+
+async def test_an_adjustment_form_of_the_order_page_posted_twice_applies_once(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    page = await browser.get(f"/console/orders/{ORDER}")
+    form = {"delta": "2", "reason": "x", "order_no": ORDER, **adjust_form(page, "KEEP-1")}
+    answers = [await browser.post(f"/console/orders/{ORDER}", data=form) for _ in range(2)]
+    assert [a.status_code for a in answers] == [303, 303]
+    assert answers[0].headers["location"] == answers[1].headers["location"]
+    assert await quantity(api, "KEEP-1") == 10  # 8 + 2, once
+
+
+async def test_a_resolve_form_posted_twice_resolves_once_and_both_land_on_its_result(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    form = {"note": "済", **form_of(await browser.get(f"/console/orders/{ORDER}"), "resolve")}
+    first = await browser.post(f"/console/orders/{ORDER}", data=form)
+    again = await browser.post(f"/console/orders/{ORDER}", data=form)
+    assert (first.status_code, again.status_code) == (303, 303)
+    assert first.headers["location"] == again.headers["location"]
+    shown = await browser.get(again.headers["location"])
+    assert notice_of(shown) == console.text("resolved")
+    assert await record_status(api) == RestockStatus.RESOLVED
+
+
+async def test_concurrent_posts_of_one_form_apply_once_and_all_land_on_its_result(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = {
+        "delta": "1",
+        "reason": "棚卸",
+        **form_of(await browser.get("/console/skus/A"), "adjust"),
+    }
+    answers = await asyncio.gather(*(browser.post("/console/skus/A", data=form) for _ in range(6)))
+    assert {a.status_code for a in answers} == {303}, [a.text for a in answers]
+    assert {a.headers["location"] for a in answers} == {"/console/skus/A#top"}
+    assert await quantity(api, "A") == 4
+
+    await failed_order(api)
+    page = await browser.get(f"/console/orders/{ORDER}")
+    resolve = {"note": "済", **form_of(page, "resolve")}
+    answers = await asyncio.gather(
+        *(browser.post(f"/console/orders/{ORDER}", data=resolve) for _ in range(6))
+    )
+    assert {a.status_code for a in answers} == {303}, [a.text for a in answers]
+    record = (await api.get(f"/restocks/{ORDER}")).json()
+    assert record["status"] == RestockStatus.RESOLVED
+
+
+async def _in_flight(db: Database, form: dict[str, str], path: str, seconds: float) -> None:
+    """The form's key, claimed as a first post still in its write would hold it."""
+    claim = console.form_claim(WRITER.name, path, form, datetime.now(UTC), ttl_s=60)
+    assert claim is not None
+    await plant_claim(db, claim.key, claim.fingerprint, seconds, owner=claim.owner)
+
+
+async def test_a_post_waits_for_the_first_post_of_its_form_still_in_its_write(
+    api: AsyncClient, browser: AsyncClient, db: Database
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
+    await _in_flight(db, form, "/console/skus/A", 0.3)  # then it lapses: that post died
+    answer = await browser.post("/console/skus/A", data=form)
+    assert answer.status_code == 303, answer.text
+    assert await quantity(api, "A") == 4
+
+
+async def test_a_post_whose_first_post_stays_in_its_write_is_told_so_and_does_nothing(
+    api: AsyncClient, browser: AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restock_service.api import console as console_api
+
+    monkeypatch.setattr(console_api, "FORM_WAIT_S", 0.2)
+    await _registered(api, browser, "A", 3)
+    form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
+    await _in_flight(db, form, "/console/skus/A", 30)
+    answer = await browser.post("/console/skus/A", data=form)
+    assert answer.status_code == 409
+    assert console.text("form_in_flight") in answer.text
+    assert await quantity(api, "A") == 3
+
+
+async def test_a_form_sent_again_with_other_fields_is_refused_and_changes_nothing(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await _registered(api, browser, "A", 3)
+    page = await browser.get("/console/skus/A")
+    form = {"delta": "1", "reason": "棚卸", **form_of(page, "adjust")}
+    assert (await browser.post("/console/skus/A", data=form)).status_code == 303
+    edited = await browser.post("/console/skus/A", data={**form, "delta": "5"})
+    assert edited.status_code == 422
+    assert console.text("form_reused") in edited.text
+    assert await quantity(api, "A") == 4
+    # the page it shows has a form of its own, which applies
+    fresh = form_of(edited, "adjust")
+    assert fresh[console.FORM_KEY_FIELD] != form[console.FORM_KEY_FIELD]
+    again = await browser.post("/console/skus/A", data={**form, **fresh, "delta": "5"})
+    assert again.status_code == 303
+    assert await quantity(api, "A") == 9
+
+
+async def test_a_form_refused_by_validation_keeps_nothing_and_applies_once_corrected(
+    api: AsyncClient, browser: AsyncClient
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = {"reason": "棚卸", **form_of(await browser.get("/console/skus/A"), "adjust")}
+    refused = await browser.post("/console/skus/A", data={**form, "delta": "0"})
+    assert refused.status_code == 422
+    assert form_of(refused, "adjust")[console.FORM_KEY_FIELD] != form[console.FORM_KEY_FIELD]
+    assert await quantity(api, "A") == 3
+    corrected = await browser.post("/console/skus/A", data={**form, "delta": "1"})
+    assert corrected.status_code == 303
+    assert await quantity(api, "A") == 4
+
+
+@pytest.mark.parametrize("key", [None, "", "short", "x" * 65, "bad key with spaces!"])
+async def test_a_post_without_a_forms_key_is_refused_and_changes_nothing(
+    api: AsyncClient, browser: AsyncClient, key: str | None
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = form_of(await browser.get("/console/skus/A"), "adjust")
+    del form[console.FORM_KEY_FIELD]
+    if key is not None:
+        form[console.FORM_KEY_FIELD] = key
+    refused = await browser.post("/console/skus/A", data={"delta": "1", "reason": "x", **form})
+    assert refused.status_code == 400
+    assert console.text("form_stale") in refused.text
+    assert await quantity(api, "A") == 3
+
+
+async def test_a_forms_key_is_kept_as_the_signed_in_callers(
+    api: AsyncClient, browser: AsyncClient, keyed_app: FastAPI
+) -> None:
+    await _registered(api, browser, "A", 3)
+    form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
+    assert (await browser.post("/console/skus/A", data=form)).status_code == 303
+    claim = console.form_claim("someone-else", "/console/skus/A", form, datetime.now(UTC), ttl_s=60)
+    mine = console.form_claim(WRITER.name, "/console/skus/A", form, datetime.now(UTC), ttl_s=60)
+    assert claim is not None and mine is not None
+    assert claim.owner != mine.owner and claim.key == mine.key
+    assert claim.fingerprint == mine.fingerprint
+    assert await keyed_app.state.store.key(claim.owner, claim.key) is None
+    assert await keyed_app.state.store.key(mine.owner, mine.key) is not None
+
+
+def test_a_forms_fingerprint_is_its_path_and_fields_not_its_token() -> None:
+    now = datetime.now(UTC)
+    base = {"delta": "1", "reason": "x", "form_key": "k" * 22, "csrf_token": "a"}
+
+    def fingerprint(path: str, form: dict[str, str]) -> bytes:
+        claim = console.form_claim("n", path, form, now, ttl_s=60)
+        assert claim is not None
+        return claim.fingerprint
+
+    same = fingerprint("/console/skus/A", base)
+    assert fingerprint("/console/skus/A", {**base, "csrf_token": "b"}) == same
+    assert fingerprint("/console/skus/A", dict(reversed(base.items()))) == same
+    assert fingerprint("/console/skus/B", base) != same
+    assert fingerprint("/console/skus/A", {**base, "delta": "2"}) != same
+    assert fingerprint("/console/skus/A", {**base, "order_no": ""}) != same
+
+
+# --- notices -------------------------------------------------------------------------------
+
+
+async def test_a_link_cannot_make_a_notice(api: AsyncClient, browser: AsyncClient) -> None:
+    await failed_order(api)
+    await sign_in(browser, WRITER_KEY)
+    for link in [
+        f"/console/orders/{ORDER}?done=resolved",
+        f"/console/orders/{ORDER}?done=adjusted&sku=KEEP-1&delta=0&quantity=0",
+        "/console/skus/KEEP-1?done=adjusted&delta=999&quantity=0",
+        "/console/skus/KEEP-1?done=adjusted&sku=全部&delta=1&quantity=1",
+    ]:
+        page = await browser.get(link)
+        assert page.status_code == 200, link
+        assert notice_of(page) is None, link
+        assert console.text("resolved") not in page.text
+    assert await record_status(api) == RestockStatus.FAILED
+
+
+@pytest.mark.parametrize("sku", ["A", "A&B'<x>=!"])
+async def test_a_write_tells_its_notice_once(
+    api: AsyncClient, browser: AsyncClient, sku: str
+) -> None:
+    await _registered(api, browser, sku, 3)
+    path = "/console/skus/" + quote(sku, safe="")
+    form = {"delta": "2", "reason": "x", **form_of(await browser.get(path), "adjust")}
+    done = await browser.post(path, data=form)
+    assert done.status_code == 303
+    assert "?" not in done.headers["location"]  # nothing of the outcome in the address
+    shown = await browser.get(done.headers["location"])
+    assert notice_of(shown) == console.text("adjusted", sku=sku, delta=2, quantity=5)
+    again = await browser.get(done.headers["location"])  # a reload
+    assert notice_of(again) is None
+
+
+async def test_a_notice_is_told_only_to_its_session_and_on_its_page(
+    api: AsyncClient, browser: AsyncClient, keyed_app: FastAPI
+) -> None:
+    await _registered(api, browser, "A", 3)
+    await put_stock(api, "B", 3)
+    form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
+    done = await browser.post("/console/skus/A", data=form)
+    cookie = done.cookies["restock_console_notice"]
+    # on another page it says nothing (and is gone)
+    assert notice_of(await browser.get("/console/skus/B")) is None
+    async with _client(keyed_app) as other:  # another session, with the cookie copied
+        await sign_in(other, WRITER_KEY)
+        other.cookies.set("restock_console_notice", cookie, path="/console")
+        assert notice_of(await other.get("/console/skus/A")) is None
+
+
+def test_a_notice_lapses_and_cannot_be_forged() -> None:
+    now = [1_000_000.0]
+    notices = console.Notices(b"secret", max_age_s=60, clock=lambda: now[0])
+    session = console.Session("sid", "n", Role.WRITER)
+    cookie = notices.seal(session, "/console/skus/A", "resolved")
+    assert notices.open(cookie, session, "/console/skus/A") == console.text("resolved")
+    assert (
+        notices.open(cookie, console.Session("sid2", "n", Role.WRITER), "/console/skus/A") is None
+    )
+    forged = console.Notices(b"other", clock=lambda: now[0]).seal(
+        session, "/console/skus/A", "resolved"
+    )
+    assert notices.open(forged, session, "/console/skus/A") is None
+    assert (
+        notices.open(notices.seal(session, "/console/skus/A", "csrf"), session, "/console/skus/A")
+        is None
+    )
+    now[0] += 61
+    assert notices.open(cookie, session, "/console/skus/A") is None

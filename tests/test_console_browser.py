@@ -2,8 +2,9 @@
 a real `restock-service serve` process with a writer's and a reader's key.
 
 It walks what a person does (sign in, open the failure, adjust the missing sku, resolve it,
-see it leave the list, see the adjustment and its actor on the sku's page), with JavaScript
-off, and saves a screenshot of each main page at 1280×800 and at a phone's width.
+see it leave the list, see the adjustment and its actor on the sku's page; a form sent
+twice applies once; a link makes no notice), with JavaScript off, and saves a screenshot
+of each main page at 1280×800 and at a phone's width.
 
 Outside CI, without Playwright or /usr/bin/chromium these tests skip with the reason; with
 CI=true that is a failure (.ci/run installs chromium first).
@@ -198,6 +199,9 @@ def test_a_writer_works_off_a_failed_restock(desktop: Visit, server: str) -> Non
     notice = text("adjusted", sku="GONE-1", delta=1, quantity=1)
     assert page.locator(".notice").inner_text() == notice
     assert _quantity(server, "GONE-1") == 1
+    desktop.shot("order-adjusted")
+    page.reload()  # a notice is told once
+    assert page.locator(".notice").count() == 0
 
     page.fill("#note", "在庫連携で GONE-1 を手動で加算しました。")
     assert page.locator("#resolved_by").input_value() == "yamada"
@@ -290,6 +294,37 @@ def test_a_post_without_the_csrf_token_is_refused(desktop: Visit, server: str) -
     )
     assert answer.status == 403
     assert _quantity(server, "KEEP-1") == before
+
+
+def test_a_form_sent_twice_applies_once_and_a_link_makes_no_notice(
+    desktop: Visit, server: str
+) -> None:
+    desktop.sign_in(WRITER_KEY)
+    page = desktop.page
+    page.goto("/console/skus/KEEP-1")
+    form = page.locator("form#adjust")
+    fields = {
+        name: form.locator(f"input[name={name}]").input_value()
+        for name in ("csrf_token", "form_key")
+    }
+    before = _quantity(server, "KEEP-1")
+    # What a double click, or a browser that retries, sends: the same form twice.
+    answers = [
+        desktop.context.request.post(
+            f"{server}/console/skus/KEEP-1",
+            form={"delta": "1", "reason": "二度押し", **fields},
+            max_redirects=0,
+        )
+        for _ in range(2)
+    ]
+    assert [a.status for a in answers] == [303, 303]
+    assert answers[0].headers["location"] == answers[1].headers["location"]
+    assert _quantity(server, "KEEP-1") == before + 1
+
+    page.goto(f"/console/orders/{OTHER}?done=resolved")
+    assert page.locator(".notice").count() == 0
+    page.goto("/console/skus/KEEP-1?done=adjusted&sku=KEEP-1&delta=0&quantity=0")
+    assert page.locator(".notice").count() == 0
 
 
 def test_the_session_cookie_does_not_carry_the_key(desktop: Visit) -> None:

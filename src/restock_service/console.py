@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from pydantic import ValidationError
 
+from restock_service import idempotency
 from restock_service.access import ApiKeys, Caller, Role
 from restock_service.errors import FieldProblem, field_path
+from restock_service.idempotency import Claim
 from restock_service.messages import Mall, RestockStatus
 from restock_service.rules import ADJUSTED_QUANTITY_LIMIT
 from restock_service.schemas import (
@@ -95,6 +98,18 @@ TEXT = {
     "session_ended": "ログインの有効期限が切れました。もう一度ログインしてください。",
     "adjusted": "{sku} の在庫数を {delta:+,} 調整しました（調整後の在庫数: {quantity:,}）。",
     "resolved": "この注文を対応済みにしました。",
+    "form_stale": (
+        "このフォームは古いため送信できません。ページを開き直してから、もう一度お試しください。"
+        "変更は行っていません。"
+    ),
+    "form_reused": (
+        "このフォームは別の内容ですでに送信されています。変更は行っていません。"
+        "入力し直す場合は、ページを開き直してからもう一度お試しください。"
+    ),
+    "form_in_flight": (
+        "このフォームの送信をまだ処理しています。しばらく待ってから、ページを開き直して"
+        "結果をご確認ください。"
+    ),
 }
 
 
@@ -176,6 +191,36 @@ def adjustment_body(form: Mapping[str, str]) -> dict[str, Any]:
     if body["delta"] is None:
         del body["delta"]
     return body
+
+
+# --- writes that apply once ----------------------------------------------------------------
+
+CSRF_FIELD = "csrf_token"
+FORM_KEY_FIELD = "form_key"
+# The fields that are not the form's request: the session's token, and the form's key.
+_NOT_THE_REQUEST = frozenset({CSRF_FIELD, FORM_KEY_FIELD})
+_FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# A form's key is an idempotency key of the caller's, in a namespace of its own: the owner
+# column is as long as a key's name may be, so the prefix goes on the key.
+_KEY_PREFIX = "console:"
+
+
+def new_form_key() -> str:
+    """A fresh key for one rendered form that writes: its posts apply once."""
+    return secrets.token_urlsafe(16)
+
+
+def form_claim(
+    caller: str | None, path: str, form: Mapping[str, str], now: datetime, *, ttl_s: float
+) -> Claim | None:
+    """The claim of a posted form on its key (None when it carries none that a form of
+    ours could have): the same form is the same path and fields, whatever its CSRF token."""
+    key = form.get(FORM_KEY_FIELD, "")
+    if not _FORM_KEY.fullmatch(key):
+        return None
+    fields = sorted((name, value) for name, value in form.items() if name not in _NOT_THE_REQUEST)
+    request = idempotency.fingerprint("POST", path, urlencode(fields).encode())
+    return idempotency.new_claim(caller or "", _KEY_PREFIX + key, request, now, ttl_s=ttl_s)
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -407,6 +452,54 @@ def safe_next(target: str | None) -> str:
     return "/console"
 
 
+# --- notices -------------------------------------------------------------------------------
+
+
+class Notices:
+    """One-time notices: what a write of this session just did, sealed by its redirect in a
+    short-lived signed cookie, and told once by the page it leads to. Nothing that a link can
+    carry makes a notice."""
+
+    SALT = "restock-console-notice"
+    SHOWN = frozenset({"adjusted", "resolved"})
+
+    def __init__(
+        self, secret: bytes, max_age_s: int = 60, clock: Callable[[], float] = time.time
+    ) -> None:
+        class Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=Signer)
+        self.max_age_s = max_age_s
+
+    def seal(self, session: Session, page: str, name: str, **values: str | int) -> str:
+        """The cookie that tells ``page``, in this session, the notice ``name``."""
+        return self._serializer.dumps({"s": session.sid, "p": page, "t": name, "v": values})
+
+    def open(self, cookie: str | None, session: Session, page: str) -> str | None:
+        """The notice's text, when the cookie is genuine, recent, and this session's for
+        this page."""
+        if not cookie:
+            return None
+        try:
+            payload = self._serializer.loads(cookie, max_age=self.max_age_s)
+        except BadSignature:
+            return None
+        if (
+            not isinstance(payload, dict)
+            or payload.get("s") != session.sid
+            or payload.get("p") != page
+            or payload.get("t") not in self.SHOWN
+            or not isinstance(payload.get("v"), dict)
+        ):
+            return None
+        try:
+            return text(payload["t"], **payload["v"])
+        except (KeyError, ValueError, TypeError):
+            return None
+
+
 # --- the views ---------------------------------------------------------------------------------
 
 
@@ -498,12 +591,15 @@ def order_story(
 
 @dataclass(slots=True)
 class Console:
-    """What the console keeps for the life of the process: its sessions and sign-in limit."""
+    """What the console keeps for the life of the process: its sessions, sign-in limit and
+    the signer of its notices."""
 
     sessions: Sessions
     limiter: SignInLimiter
     keys: ApiKeys
+    notices: Notices
 
     @classmethod
     def of(cls, keys: ApiKeys, secret: str, lifetime_s: int) -> "Console":
-        return cls(Sessions(signing_secret(secret, keys), keys, lifetime_s), SignInLimiter(), keys)
+        signing = signing_secret(secret, keys)
+        return cls(Sessions(signing, keys, lifetime_s), SignInLimiter(), keys, Notices(signing))

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -240,6 +241,32 @@ async def once(
         raise KeyInFlight()  # in the write of another request (or it just failed)
     first_time = replace(claim, now=held.created_at)
     return Outcome.REPLAYED, await _serving(Keyed(first_time, receipt=held.receipt), work)
+
+
+async def once_waiting(
+    store: KeyStore,
+    claim: Claim,
+    work: Callable[[], Awaitable[T]],
+    *,
+    wait_s: float,
+    poll_s: float = 0.05,
+) -> tuple[Outcome, T]:
+    """``once``, except that a request in flight with the key is waited for, up to about
+    ``wait_s``, and its answer replayed: a person who clicked twice gets the first click's
+    answer, not a refusal (PostgreSQL; on SQLite the write lock waits). Raises KeyReused, or
+    KeyInFlight when the first request is still in its write after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await once(store, claim, claim.now, work)
+        except KeyInFlight:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(poll_s)
+        # The request has not been answered yet: it is made at this try's time, so that a
+        # claim whose request died lapses for it.
+        now = datetime.now(UTC)
+        claim = replace(claim, now=now, expires_at=claim.expires_at + (now - claim.now))
 
 
 async def _serving(request: Keyed, work: Callable[[], Awaitable[T]]) -> T:

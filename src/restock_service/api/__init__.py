@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         app.state,
         Console.of(keys, settings.console_secret.get_secret_value(), settings.console_session_s),
         settings.retry_after_s,
+        settings.idempotency_ttl_s,
     )
     # A request meets the Gate (request id, timing, key, body limit), Idempotent (keyed
     # writes), then ShortWay, which answers valid requests and hands the rest to FastAPI.

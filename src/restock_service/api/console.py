@@ -8,10 +8,10 @@ in restock_service/console.py.
 """
 
 import re
-from collections.abc import Callable, Coroutine, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Request, Response
@@ -20,11 +20,12 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import ValidationError
 
-from restock_service import console, cursors, restock, stock
+from restock_service import console, cursors, idempotency, restock, stock
 from restock_service.api.deps import utcnow
 from restock_service.api.errors import DATABASE_ERRORS, is_database_unavailable
 from restock_service.console import Console, FormErrors, Session, text
 from restock_service.errors import Conflict, InvalidRequest, NotFound
+from restock_service.idempotency import Claim
 from restock_service.messages import Code, Mall, RestockStatus
 from restock_service.schemas import (
     ORDER_NO_PATTERN,
@@ -34,9 +35,14 @@ from restock_service.schemas import (
 )
 from restock_service.store import Store
 
+T = TypeVar("T")
+
 COOKIE = "restock_console"
 DEVICE_COOKIE = "restock_console_device"
-CSRF_FIELD = "csrf_token"
+NOTICE_COOKIE = "restock_console_notice"
+# How long a second post of a form waits for the first, still in its write (PostgreSQL).
+FORM_WAIT_S = 5.0
+CSRF_FIELD = console.CSRF_FIELD
 PAGE_SIZE = 50
 HOME_FAILURES_PER_MALL = 5
 HOME_RECENT = 20
@@ -73,6 +79,7 @@ _templates.globals.update(
     Code=Code,
     sku_url=lambda sku: "/console/skus/" + quote(sku, safe=""),
     order_url=lambda order_no: "/console/orders/" + quote(order_no, safe=""),
+    form_key=console.new_form_key,
 )
 
 
@@ -106,6 +113,10 @@ class ConsoleRoute(APIRoute):
             started: str | None = getattr(request.state, "console_cookie", None)
             if started is not None:
                 _set_cookie(request, response, started)
+            if getattr(request.state, "console_notice_taken", False):
+                response.delete_cookie(
+                    NOTICE_COOKIE, path="/console", httponly=True, samesite="strict"
+                )
             response.headers.update(SECURITY_HEADERS)
             return response
 
@@ -118,9 +129,10 @@ router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schem
 class ConsoleState:
     """The console's parts and settings, kept on ``app.state.console``."""
 
-    def __init__(self, parts: Console, retry_after_s: int) -> None:
+    def __init__(self, parts: Console, retry_after_s: int, key_ttl_s: int) -> None:
         self.parts = parts
         self.retry_after_s = retry_after_s
+        self.key_ttl_s = key_ttl_s
 
 
 def _state(request: Request) -> ConsoleState:
@@ -198,16 +210,39 @@ async def _form(request: Request) -> dict[str, str]:
     return form
 
 
-async def _writer(request: Request) -> tuple[Session, dict[str, str]]:
-    """The session and form of a post that may write: a writer's, with its CSRF token.
-    Anything else is refused with 403 before anything is done."""
+async def _writer(request: Request) -> tuple[Session, dict[str, str], Claim]:
+    """The session and form of a post that may write: a writer's, with its CSRF token (else
+    403), and the claim of the form on its key (else 400), before anything is done."""
     session = _signed_in(request)
     form = await _form(request)
     if not session.may_write:
         raise _Answer(_error_page(request, 403, text("reader"), session=session))
     if not _state(request).parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         raise _Answer(_error_page(request, 403, text("csrf"), session=session))
-    return session, form
+    claim = console.form_claim(
+        session.name, request.url.path, form, datetime.now(UTC), ttl_s=_state(request).key_ttl_s
+    )
+    if claim is None:
+        raise _Answer(_error_page(request, 400, text("form_stale"), session=session))
+    return session, form, claim
+
+
+async def _once(
+    request: Request,
+    claim: Claim,
+    work: Callable[[], Awaitable[T]],
+    refused: Callable[[int, str], Awaitable[Response]],
+) -> T:
+    """Run a form's write at most once (idempotency.once, with the form's key): a second
+    post of the form replays the first one's answer; the key with other fields, or a first
+    post that stays in its write, is ``refused`` (status, message) with nothing done."""
+    try:
+        _, answer = await idempotency.once_waiting(_store(request), claim, work, wait_s=FORM_WAIT_S)
+    except idempotency.KeyReused:
+        raise _Answer(await refused(422, text("form_reused"))) from None
+    except idempotency.KeyInFlight:
+        raise _Answer(await refused(409, text("form_in_flight"))) from None
+    return answer
 
 
 def _client_address(request: Request) -> str:
@@ -250,9 +285,35 @@ def _not_found(request: Request, session: Session, message: str) -> NoReturn:
 
 
 def _redirect(url: str, **query: str) -> RedirectResponse:
-    """303 to ``url``; the outcome of a write goes in its query, shown at the top."""
-    target = url + ("?" + urlencode(query) if query else "") + ("#top" if "done" in query else "")
-    return RedirectResponse(target, status_code=303)
+    """303 to ``url``."""
+    return RedirectResponse(url + ("?" + urlencode(query) if query else ""), status_code=303)
+
+
+def _done(request: Request, session: Session, name: str, **values: str | int) -> Response:
+    """303 back to the page posted to, which tells (once) the notice ``name``."""
+    page = request.url.path
+    notices = _state(request).parts.notices
+    response = RedirectResponse(quote(page) + "#top", status_code=303)
+    response.set_cookie(
+        NOTICE_COOKIE,
+        notices.seal(session, page, name, **values),
+        max_age=notices.max_age_s,
+        path="/console",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _take_notice(request: Request, session: Session) -> str | None:
+    """The notice this page is to tell, if a write of this session just led here; its
+    cookie goes with the answer (ConsoleRoute), so a reload tells nothing."""
+    cookie = request.cookies.get(NOTICE_COOKIE)
+    if cookie is None:
+        return None
+    request.state.console_notice_taken = True
+    return _state(request).parts.notices.open(cookie, session, request.url.path)
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -454,26 +515,37 @@ async def order(request: Request, order_no: str) -> Response:
     session = _signed_in(request)
     if not _ORDER_NO.fullmatch(order_no):
         _not_found(request, session, text("not_found_order"))
-    notice = _notice(request.query_params, order_no=order_no)
+    notice = _take_notice(request, session)
     return await _order_page(request, session, order_no, notice=notice)
 
 
 @router.post("/orders/{order_no}")
 async def order_action(request: Request, order_no: str) -> Response:
     """Mark the order's failed restock resolved (``note``), or adjust one of its skus
-    (``sku``, ``delta``, ``reason``, ``order_no``)."""
-    session, form = await _writer(request)
+    (``sku``, ``delta``, ``reason``, ``order_no``); each form applies once (``form_key``)."""
+    session, form, claim = await _writer(request)
     if not _ORDER_NO.fullmatch(order_no):
         _not_found(request, session, text("not_found_order"))
     if "sku" in form:
-        return await _adjust_from_order(request, session, order_no, form)
+        return await _adjust_from_order(request, session, order_no, form, claim)
     resolved_by = form.get("resolved_by", "").strip() or (session.name or "")
     values = {"resolve": {"note": form.get("note", ""), "resolved_by": resolved_by}}
+
+    async def refused(status: int, message: str) -> Response:
+        return await _order_page(request, session, order_no, status, error=message)
+
     try:
         body = ResolutionIn.model_validate(
             {"note": form.get("note", "").strip(), "resolved_by": resolved_by}
         )
-        await restock.resolve_restock(_store(request), order_no, body, utcnow(), actor=session.name)
+        await _once(
+            request,
+            claim,
+            lambda: restock.resolve_restock(
+                _store(request), order_no, body, utcnow(), actor=session.name
+            ),
+            refused,
+        )
     except ValidationError as exc:
         errors = {"resolve": console.validation_errors(exc)}
         return await _order_page(request, session, order_no, 422, errors=errors, values=values)
@@ -487,14 +559,18 @@ async def order_action(request: Request, order_no: str) -> Response:
         return await _order_page(
             request, session, order_no, 409, error=text("not_failed", status=status), values=values
         )
-    return _redirect(f"/console/orders/{quote(order_no, safe='')}", done="resolved")
+    return _done(request, session, "resolved")
 
 
 async def _adjust_from_order(
-    request: Request, session: Session, order_no: str, form: Mapping[str, str]
+    request: Request, session: Session, order_no: str, form: Mapping[str, str], claim: Claim
 ) -> Response:
     sku = form.get("sku", "")
-    outcome = await _adjust(request, session, sku, form)
+
+    async def refused(status: int, message: str) -> Response:
+        return await _order_page(request, session, order_no, status, error=message)
+
+    outcome = await _adjust(request, session, sku, form, claim, refused)
     if isinstance(outcome, dict):
         status = 404 if "sku" in outcome else 422
         return await _order_page(
@@ -506,25 +582,29 @@ async def _adjust_from_order(
             values={f"adjust:{sku}": dict(form)},
         )
     delta, quantity = outcome
-    return _redirect(
-        f"/console/orders/{quote(order_no, safe='')}",
-        done="adjusted",
-        sku=sku,
-        delta=str(delta),
-        quantity=str(quantity),
-    )
+    return _done(request, session, "adjusted", sku=sku, delta=delta, quantity=quantity)
 
 
 async def _adjust(
-    request: Request, session: Session, sku: str, form: Mapping[str, str]
+    request: Request,
+    session: Session,
+    sku: str,
+    form: Mapping[str, str],
+    claim: Claim,
+    refused: Callable[[int, str], Awaitable[Response]],
 ) -> tuple[int, int] | FormErrors:
-    """Adjust ``sku`` through stock.adjust_stock: (delta, quantity after), or the refusal
-    by form field (``sku`` for a sku that is not registered)."""
+    """Adjust ``sku`` through stock.adjust_stock, once for the form: (delta, quantity
+    after), or the refusal by form field (``sku`` for a sku that is not registered)."""
     if not _SKU.fullmatch(sku):
         return {"sku": text("sku_not_registered")}
     try:
         body = AdjustmentIn.model_validate(console.adjustment_body(form))
-        result = await stock.adjust_stock(_store(request), sku, body, utcnow(), actor=session.name)
+        result = await _once(
+            request,
+            claim,
+            lambda: stock.adjust_stock(_store(request), sku, body, utcnow(), actor=session.name),
+            refused,
+        )
     except ValidationError as exc:
         return console.validation_errors(exc)
     except InvalidRequest as exc:
@@ -532,21 +612,6 @@ async def _adjust(
     except NotFound:
         return {"sku": text("sku_not_registered")}
     return body.delta, result.quantity
-
-
-def _notice(query: Mapping[str, str], **about: str) -> str | None:
-    """The outcome of the write that redirected here, from its query."""
-    done = query.get("done")
-    if done == "resolved":
-        return text("resolved")
-    if done == "adjusted":
-        try:
-            delta, quantity = int(query.get("delta", "")), int(query.get("quantity", ""))
-        except ValueError:
-            return None
-        sku = query.get("sku", about.get("sku", ""))
-        return text("adjusted", sku=sku, delta=delta, quantity=quantity)
-    return None
 
 
 async def _sku_page(
@@ -593,27 +658,27 @@ async def sku_page(request: Request, sku: str, cursor: str | None = None) -> Res
     session = _signed_in(request)
     if not _SKU.fullmatch(sku):
         _not_found(request, session, text("not_found_sku"))
-    notice = _notice(request.query_params, sku=sku)
+    notice = _take_notice(request, session)
     return await _sku_page(request, session, sku, cursor, notice=notice)
 
 
 @router.post("/skus/{sku}")
 async def sku_adjust(request: Request, sku: str) -> Response:
-    """The manual adjustment (``delta``, ``reason``, optional ``order_no``)."""
-    session, form = await _writer(request)
+    """The manual adjustment (``delta``, ``reason``, optional ``order_no``), applied once
+    for the form (``form_key``)."""
+    session, form, claim = await _writer(request)
     if not _SKU.fullmatch(sku):
         _not_found(request, session, text("not_found_sku"))
-    outcome = await _adjust(request, session, sku, form)
+
+    async def refused(status: int, message: str) -> Response:
+        return await _sku_page(request, session, sku, None, status, error=message)
+
+    outcome = await _adjust(request, session, sku, form, claim, refused)
     if isinstance(outcome, dict):
         status = 404 if "sku" in outcome else 422
         return await _sku_page(request, session, sku, None, status, errors=outcome, values=form)
     delta, quantity = outcome
-    return _redirect(
-        "/console/skus/" + quote(sku, safe=""),
-        done="adjusted",
-        delta=str(delta),
-        quantity=str(quantity),
-    )
+    return _done(request, session, "adjusted", sku=sku, delta=delta, quantity=quantity)
 
 
 @router.get("/{rest:path}")
@@ -625,6 +690,6 @@ async def unknown(request: Request, rest: str) -> Response:
     return _error_page(request, 404, text("not_found_page"), session)
 
 
-def install_state(app_state: Any, parts: Console, retry_after_s: int) -> None:
+def install_state(app_state: Any, parts: Console, retry_after_s: int, key_ttl_s: int) -> None:
     """Keep the console's parts on the app, for its routes."""
-    app_state.console = ConsoleState(parts, retry_after_s)
+    app_state.console = ConsoleState(parts, retry_after_s, key_ttl_s)
