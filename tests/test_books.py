@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from httpx import AsyncClient
 
 from restock_service.books import check_books
-from restock_service.tables import stock, stock_movements
+from restock_service.tables import restock_lines, stock, stock_movements, sync_execution_lines
 from tests.helpers import Database, cancel_ok, order, put_stock, rakuten, sync
 
 
@@ -92,6 +92,104 @@ async def test_a_restock_ledger_row_of_an_order_never_restored_is_named(
     assert f"ledger adds 1 to sku A for order {rakuten(2)}, which has no restored line" in problems
 
 
+async def _ledger_row(db: Database, reason: str, sku: str, order_no: str) -> int:
+    async with db.engine.connect() as conn:
+        row_id: int = (
+            await conn.execute(
+                sa.select(stock_movements.c.id).where(
+                    stock_movements.c.reason == reason,
+                    stock_movements.c.sku == sku,
+                    stock_movements.c.order_no == order_no,
+                )
+            )
+        ).scalar_one()
+    return row_id
+
+
+async def test_a_falsified_quantity_after_is_named_with_the_running_sum(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    row = await _ledger_row(db, "restock", "A", rakuten(1))
+    await _corrupt(
+        db, sa.update(stock_movements).where(stock_movements.c.id == row).values(quantity_after=99)
+    )
+
+    assert await _problems(db) == (
+        f"ledger row {row} sku A: quantity_after 99 but the sku's deltas sum to 9 by then",
+    )
+
+
+async def test_a_falsified_delta_is_named_once_where_the_running_sum_departs(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    row = await _ledger_row(db, "sync_execution", "A", rakuten(1))
+    await _corrupt(
+        db, sa.update(stock_movements).where(stock_movements.c.id == row).values(delta=-3)
+    )
+
+    # The rows after it are off by the same 1: the same break, named once.
+    assert await _problems(db) == (
+        "sku A: quantity 9 but its ledger sums to 8",
+        f"ledger row {row} sku A: quantity_after 8 but the sku's deltas sum to 7 by then",
+    )
+
+
+async def test_a_snapshot_line_changed_after_its_order_was_restored_is_named(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    await _corrupt(
+        db,
+        sa.update(sync_execution_lines)
+        .where(sync_execution_lines.c.order_no == rakuten(1), sync_execution_lines.c.sku == "A")
+        .values(quantity=5),
+    )
+
+    assert await _problems(db) == (
+        f"restock {rakuten(1)} sku A: line of 2 but the order's sync execution has 5",
+    )
+
+
+async def test_failed_and_resolved_lines_that_differ_from_their_snapshots_are_named(
+    client: AsyncClient, db: Database
+) -> None:
+    await _trade(client)
+    await put_stock(client, "C", 5)
+    await sync(client, rakuten(3), {"C": 1})
+    await sync(client, rakuten(4), {"C": 2})
+    await client.delete("/stock/C")
+    await cancel_ok(client, [order(rakuten(3)), order(rakuten(4))])
+    resolved = await client.post(
+        f"/restocks/{rakuten(4)}/resolution", json={"note": "手動で加算済み", "resolved_by": "山田"}
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert await _problems(db) == ()
+
+    await _corrupt(
+        db,
+        sa.update(restock_lines)
+        .where(restock_lines.c.order_no == rakuten(3), restock_lines.c.sku == "C")
+        .values(quantity=7),
+    )
+    await _corrupt(
+        db, sa.delete(sync_execution_lines).where(sync_execution_lines.c.order_no == rakuten(4))
+    )
+    await _corrupt(
+        db,
+        sa.insert(sync_execution_lines).values(
+            order_no=rakuten(1), sku="EXTRA", position=2, quantity=4
+        ),
+    )
+
+    assert await _problems(db) == (
+        f"restock {rakuten(1)} sku EXTRA: no line but the order's sync execution has 4",
+        f"restock {rakuten(3)} sku C: line of 7 but the order's sync execution has 1",
+        f"restock {rakuten(4)} sku C: line of 2 but the order's sync execution has none",
+    )
+
+
 async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     client: AsyncClient, db: Database, database_url: str
 ) -> None:
@@ -109,6 +207,17 @@ async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     balanced = await asyncio.to_thread(run)
     await _corrupt(db, sa.update(stock).where(stock.c.sku == "B").values(quantity=99))
     broken = await asyncio.to_thread(run)
+    row = await _ledger_row(db, "restock", "A", rakuten(1))
+    await _corrupt(
+        db, sa.update(stock_movements).where(stock_movements.c.id == row).values(quantity_after=99)
+    )
+    await _corrupt(
+        db,
+        sa.update(sync_execution_lines)
+        .where(sync_execution_lines.c.order_no == rakuten(1), sync_execution_lines.c.sku == "A")
+        .values(quantity=5),
+    )
+    more = await asyncio.to_thread(run)
 
     assert balanced.returncode == 0, balanced.stderr
     assert balanced.stdout.splitlines() == [
@@ -116,6 +225,13 @@ async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     ]
     assert broken.returncode == 1
     assert broken.stdout.splitlines() == ["sku B: quantity 99 but its ledger sums to 3"]
+    assert more.returncode == 1
+    assert more.stdout.splitlines() == [
+        "sku B: quantity 99 but its ledger sums to 3",
+        f"ledger row {row} sku A: quantity_after 99 but the sku's deltas sum to 9 by then",
+        f"restock {rakuten(1)} sku A: line of 2 but the order's sync execution has 5",
+    ]
+    assert more.stderr.splitlines()[-1] == "books do not balance: 3 problem(s)"
 
 
 def test_check_of_an_unreachable_database_is_one_line_not_a_traceback() -> None:

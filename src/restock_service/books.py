@@ -5,7 +5,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from restock_service.tables import restock_lines, restocks, stock, stock_movements
+from restock_service.tables import (
+    restock_lines,
+    restocks,
+    stock,
+    stock_movements,
+    sync_execution_lines,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +32,9 @@ class BooksReport:
 
 
 async def check_books(conn: AsyncConnection) -> BooksReport:
-    """Every sku's quantity is its ledger sum; every restock moved exactly its lines."""
+    """Every sku's quantity is its ledger sum, and each ledger row's quantity_after its sku's
+    running sum up to it; every restock moved exactly its lines, and its lines are its
+    order's snapshot."""
     problems: list[str] = []
 
     ledger_sum = (
@@ -46,6 +54,7 @@ async def check_books(conn: AsyncConnection) -> BooksReport:
         .order_by(every_sku.c.sku)
     )
     problems += [f"sku {sku}: quantity {q} but its ledger sums to {t}" for sku, q, t in unbalanced]
+    problems += await _running_sums(conn)
 
     # Each restored line has exactly one restock ledger row of its quantity, and no order
     # has restock ledger rows beyond its restored lines.
@@ -114,6 +123,8 @@ async def check_books(conn: AsyncConnection) -> BooksReport:
         for order_no, sku, d in strays
     ]
 
+    problems += await _snapshots(conn)
+
     skus = (await conn.execute(sa.select(sa.func.count()).select_from(stock))).scalar_one()
     restored = (
         await conn.execute(
@@ -121,3 +132,66 @@ async def check_books(conn: AsyncConnection) -> BooksReport:
         )
     ).scalar_one()
     return BooksReport(skus=skus, restored=restored, problems=tuple(problems))
+
+
+async def _running_sums(conn: AsyncConnection) -> list[str]:
+    """Each ledger row whose quantity_after departs from its sku's running sum of deltas.
+
+    The database walks each sku's rows in id order (its index) and returns only the rows
+    where the difference changes to a non-zero amount: a falsified delta puts every later row
+    of its sku off by the same amount, one break that is named once, where it starts.
+    """
+    m = stock_movements.c
+    running = sa.func.sum(m.delta).over(partition_by=m.sku, order_by=m.id, rows=(None, 0))
+    # One window, so that the database reads each sku's rows once, in index order: the row
+    # before's difference is its quantity_after less the running sum before this delta.
+    previous = sa.func.lag(m.quantity_after, 1, 0).over(partition_by=m.sku, order_by=m.id)
+    rows = sa.select(
+        m.id,
+        m.sku,
+        m.quantity_after,
+        m.delta,
+        sa.cast(running, sa.BigInteger).label("running"),
+        sa.cast(previous, sa.BigInteger).label("previous"),
+    ).subquery()
+    r = rows.c
+    off = r.quantity_after - r.running
+    departures = await conn.execute(
+        sa.select(r.id, r.sku, r.quantity_after, r.running)
+        .where(off != 0, off != r.previous - (r.running - r.delta))
+        .order_by(r.sku, r.id)
+    )
+    return [
+        f"ledger row {row_id} sku {sku}: quantity_after {q} but the sku's deltas sum to {t} by then"
+        for row_id, sku, q, t in departures
+    ]
+
+
+async def _snapshots(conn: AsyncConnection) -> list[str]:
+    """Each restock line, of any status, that is not its order's sync execution line.
+
+    A record's lines are its order's snapshot as it was decided (rules.decide), whether the
+    record restored them, failed or was resolved by hand.
+    """
+    r, s = restock_lines.c, sync_execution_lines.c
+    same_line = sa.and_(s.order_no == r.order_no, s.sku == r.sku)
+    differing = await conn.execute(
+        sa.select(r.order_no, r.sku, r.quantity, s.quantity)
+        .select_from(restock_lines)
+        .outerjoin(sync_execution_lines, same_line)
+        .where(sa.or_(s.quantity.is_(None), s.quantity != r.quantity))
+    )
+    recorded = sa.select(restocks.c.order_no).where(restocks.c.order_no == s.order_no)
+    lacking = await conn.execute(
+        sa.select(s.order_no, s.sku, sa.null(), s.quantity)
+        .select_from(sync_execution_lines)
+        .outerjoin(restock_lines, same_line)
+        .where(r.order_no.is_(None), recorded.exists())
+    )
+    lines = sorted([*differing, *lacking], key=lambda row: (row[0], row[1]))
+    return [
+        f"restock {order_no} sku {sku}: "
+        f"{'no line' if line is None else f'line of {line}'} "
+        f"but the order's sync execution has {'none' if snap is None else snap}"
+        for order_no, sku, line, snap in lines
+    ]
