@@ -1,9 +1,14 @@
 """Exactly once under concurrency: duplicate storms restore an order once, and only once."""
 
 import asyncio
+import os
+import random
+import subprocess
+import sys
 from collections import Counter
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
@@ -20,7 +25,7 @@ from tests.helpers import (
     repeat_requests,
     sync,
 )
-from tests.servers import running_servers
+from tests.servers import Server, running_servers
 
 STORM = 60
 
@@ -151,3 +156,111 @@ async def test_racing_puts_and_deletes_of_one_sku_never_fail_and_keep_the_books(
     final = await quantities(client, "RACE")
     moves = await ledger(db)
     assert (final["RACE"] or 0) == sum(delta for _, delta, _ in moves)
+
+
+STORMS, CLIENTS, ORDERS, PARTS = 10, 10, 10, 6
+STORM_SKUS = [f"D{i}" for i in range(6)]
+
+
+async def _deadlocks(db: Database) -> int:
+    """Deadlocks PostgreSQL has detected in the test database (a backend reports its count at
+    the latest when it exits)."""
+    async with db.engine.connect() as conn:
+        deadlocks: int = await conn.scalar(
+            sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        )
+        return deadlocks
+
+
+async def _backends(db: Database) -> set[int]:
+    async with db.engine.connect() as conn:
+        pids = await conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        )
+        return {pid for (pid,) in pids}
+
+
+async def _until_gone(db: Database, pids: set[int]) -> None:
+    """Until the backends beyond ``pids`` have exited, and with it reported their counts."""
+    for _ in range(100):
+        if await _backends(db) <= pids:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the servers' backends did not exit")
+
+
+def _storm_batches(rng: random.Random, order_nos: list[str]) -> list[list[str]]:
+    """One client's batches: all of the storm's orders, then parts of them that overlap the
+    other clients' parts, each in a random order."""
+    return [rng.sample(order_nos, len(order_nos))] + [
+        rng.sample(order_nos, rng.randint(6, len(order_nos))) for _ in range(PARTS)
+    ]
+
+
+async def test_overlapping_duplicate_storms_on_two_processes_wait_for_locks_and_never_deadlock(
+    pg_database_url: str, pg_client: tuple[AsyncClient, Database]
+) -> None:
+    """Ten storms of ten clients on two processes, each client posting the storm's orders
+    and overlapping parts of them in random orders: the repeats' records are locked in one
+    order, so no statement deadlocks (each would cost deadlock_timeout, and a chain of them
+    the deadline: a 503)."""
+    client, db = pg_client
+    for sku in STORM_SKUS:
+        await put_stock(client, sku, 100)
+    rng = random.Random(9)
+    storms = []
+    for s in range(STORMS):
+        order_nos = [rakuten(100 * s + n) for n in range(ORDERS)]
+        for order_no in order_nos:
+            items = {sku: rng.randint(1, 3) for sku in rng.sample(STORM_SKUS, 3)}
+            await sync(client, order_no, items)
+        storms.append(order_nos)
+    deadlocks_before = await _deadlocks(db)
+    ours = await _backends(db)
+
+    servers = [Server(pg_database_url).start() for _ in range(2)]
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def one_client(c: int, batches: list[list[str]]) -> list[httpx.Response]:
+                url = servers[c % 2].url
+                return [await http.post(f"{url}/restocks", json=_restock_body(*b)) for b in batches]
+
+            responses: list[httpx.Response] = []
+            sent: Counter[str] = Counter()
+            for order_nos in storms:
+                clients = [_storm_batches(rng, order_nos) for _ in range(CLIENTS)]
+                sent.update(n for batches in clients for batch in batches for n in batch)
+                answers = await asyncio.gather(*(one_client(c, b) for c, b in enumerate(clients)))
+                responses += [r for client_answers in answers for r in client_answers]
+    finally:
+        for server in servers:
+            server.close()
+    await _until_gone(db, ours)
+
+    statuses = Counter(r.status_code for r in responses)
+    deadlocks = await _deadlocks(db) - deadlocks_before
+    assert (statuses, deadlocks) == ({200: len(responses)}, 0), [
+        r.text for r in responses if r.status_code != 200
+    ][:3]
+    codes = Counter(
+        (r["order_no"], r["code"]) for resp in responses for r in resp.json()["results"]
+    )
+    all_orders = [n for order_nos in storms for n in order_nos]
+    assert {n: codes[n, Code.RESTORED] for n in all_orders} == dict.fromkeys(all_orders, 1)
+    assert {n: codes[n, Code.ALREADY_RESTORED] for n in all_orders} == {
+        n: sent[n] - 1 for n in all_orders
+    }
+    assert await quantities(client, *STORM_SKUS) == dict.fromkeys(STORM_SKUS, 100)
+    assert {n: await repeat_requests(db, n) for n in all_orders} == {
+        n: sent[n] - 1 for n in all_orders
+    }
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "restock_service", "check"],
+        env={**os.environ, "RESTOCK_DATABASE_URL": pg_database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -5,15 +5,23 @@
 -- changed, or another request recorded one of the new orders first, nothing is written and
 -- the statement fails with a serialization failure, to be run again from the read.
 -- Its rows: the repeats' (order_no, status), or one row of nulls.
-WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku order, by key
-  SELECT k.sku
+WITH locked AS MATERIALIZED (  -- locked by key in the one order (docs/architecture.md):
+  SELECT k.sku, NULL::text AS order_no  -- first the skus the decisions read, in sku order,
   FROM (SELECT DISTINCT sku FROM unnest(:read_skus::text[]) AS c(sku) WHERE {key_gate}
         ORDER BY sku) c
   CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = c.sku FOR UPDATE) k
-), unchanged AS (  -- ok only if exactly :registered_skus are still registered
+  UNION ALL  -- then the repeats' records, in order_no order, as UNION ALL runs its parts
+  SELECT NULL, k.order_no
+  FROM (SELECT DISTINCT order_no FROM unnest(:repeats::text[]) AS c(order_no)
+        WHERE {key_gate} ORDER BY order_no) c
+  CROSS JOIN LATERAL (SELECT r.order_no FROM restocks r WHERE r.order_no = c.order_no
+                      FOR NO KEY UPDATE) k
+), unchanged AS (  -- ok only if exactly :registered_skus are still registered; it reads
+  -- all of `locked`, so every lock is taken before anything is written
   SELECT {key_gate} AND coalesce(array_agg(sku::text), '{}') @> :registered_skus::text[]
      AND :registered_skus::text[] @> coalesce(array_agg(sku::text), '{}') AS ok
   FROM locked
+  WHERE sku IS NOT NULL
 ), claimed AS (  -- at most one record per order: the primary key decides
   INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,
                         repeat_requests)
@@ -38,7 +46,7 @@ WITH locked AS MATERIALIZED (  -- the skus the decisions read, locked in sku ord
   JOIN claimed USING (order_no)
 ),
 -- include: move_stock.sql
-, repeated AS (  -- each repeat counted once
+, repeated AS (  -- each repeat counted once, its record locked in `locked`
   UPDATE restocks r SET repeat_requests = r.repeat_requests + 1
   FROM unchanged u
   WHERE u.ok AND r.order_no = ANY(:repeats::text[])
