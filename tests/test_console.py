@@ -217,15 +217,30 @@ async def test_signing_out_ends_the_session(browser: AsyncClient) -> None:
     out = await browser.post("/console/logout", data={"csrf_token": csrf_of(home)})
     assert out.status_code == 303
     assert out.headers["location"].startswith("/console/login")
-    assert (
-        'restock_console=""' in out.headers["set-cookie"]
-        or "Max-Age=0" in out.headers["set-cookie"]
-    )
+    # The browser's session is replaced by a new one, not signed in.
+    assert browser.cookies["restock_console"] != cookie
     assert (await browser.get("/console")).status_code == 303
     # The old cookie, kept and sent again, no longer opens anything.
     browser.cookies.clear()
     browser.cookies.set("restock_console", cookie, path="/console")
     assert (await browser.get("/console")).status_code == 303
+
+
+async def test_the_sign_in_page_tells_a_sign_out_once_and_never_from_a_link(
+    browser: AsyncClient, keyed_app: FastAPI
+) -> None:
+    async with _client(keyed_app) as stranger:
+        linked = await stranger.get("/console/login?signed_out=1")
+        assert linked.status_code == 200
+        assert console.text("signed_out") not in linked.text
+    await sign_in(browser, WRITER_KEY)
+    home = await browser.get("/console")
+    out = await browser.post("/console/logout", data={"csrf_token": csrf_of(home)})
+    told = await browser.get(out.headers["location"])
+    assert told.status_code == 200
+    assert console.text("signed_out") in told.text
+    again = await browser.get("/console/login")
+    assert console.text("signed_out") not in again.text
 
 
 async def test_a_sign_out_is_kept_until_its_cookie_lapses_and_then_purged_in_batches(

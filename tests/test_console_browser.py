@@ -337,7 +337,8 @@ def test_the_session_cookie_does_not_carry_the_key(desktop: Visit) -> None:
     assert not re.search(re.escape(WRITER_KEY[:12]), cookie["value"])
     # Signed out, the same cookie opens nothing.
     desktop.page.click("button:has-text('ログアウト')")
-    assert desktop.page.url.endswith("/console/login?signed_out=1")
+    assert desktop.page.url.endswith("/console/login#top")
+    assert desktop.page.locator(".notice").inner_text() == text("signed_out")
     desktop.context.add_cookies([cookie])
     desktop.page.goto("/console")
     assert desktop.page.url.endswith("/console/login")

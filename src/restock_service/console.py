@@ -461,7 +461,7 @@ class Notices:
     carry makes a notice."""
 
     SALT = "restock-console-notice"
-    SHOWN = frozenset({"adjusted", "resolved"})
+    SHOWN = frozenset({"adjusted", "resolved", "signed_out"})
 
     def __init__(
         self, secret: bytes, max_age_s: int = 60, clock: Callable[[], float] = time.time

@@ -284,14 +284,17 @@ def _not_found(request: Request, session: Session, message: str) -> NoReturn:
     raise _Answer(_error_page(request, 404, message, session))
 
 
-def _redirect(url: str, **query: str) -> RedirectResponse:
+def _redirect(url: str) -> RedirectResponse:
     """303 to ``url``."""
-    return RedirectResponse(url + ("?" + urlencode(query) if query else ""), status_code=303)
+    return RedirectResponse(url, status_code=303)
 
 
-def _done(request: Request, session: Session, name: str, **values: str | int) -> Response:
-    """303 back to the page posted to, which tells (once) the notice ``name``."""
-    page = request.url.path
+def _done(
+    request: Request, session: Session, name: str, page: str | None = None, **values: str | int
+) -> Response:
+    """303 to ``page`` (by default the page posted to), which tells (once) the notice
+    ``name``."""
+    page = page or request.url.path
     notices = _state(request).parts.notices
     response = RedirectResponse(quote(page) + "#top", status_code=303)
     response.set_cookie(
@@ -338,7 +341,7 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     if session is not None and session.signed_in:
         return _redirect(console.safe_next(next))
     session = session or _start(request)
-    notice = text("signed_out") if request.query_params.get("signed_out") else None
+    notice = _take_notice(request, session)
     return _render(request, "login.html", session, next=console.safe_next(next), notice=notice)
 
 
@@ -406,9 +409,8 @@ async def logout(request: Request) -> Response:
     if not parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         return _error_page(request, 403, text("csrf"), session)
     await parts.sessions.end(session, _store(request))
-    response = _redirect("/console/login", signed_out="1")
-    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
-    return response
+    # The signed-out browser gets a new session, not signed in, whose sign-in page tells it.
+    return _done(request, _start(request), "signed_out", page="/console/login")
 
 
 @router.get("")
