@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from restock_service import console
 from restock_service.api import create_app
 from restock_service.config import Settings
 from restock_service.faults import POOLER_IN_TRANSACTION_MODE
@@ -261,12 +262,14 @@ async def test_without_the_pooler_setting_a_lost_statement_is_a_503_that_names_t
     ):
         assert (await http.get("/stock/CAP-01")).status_code == 404
         assert (await http.get("/ready")).status_code == 200
+        assert (await http.get("/console/failures")).status_code == 200
         other = await _pgbouncer_client(through_pgbouncer)
         try:
             async with other.transaction():
                 await other.execute("SELECT 1")  # holds the server connection
                 read = await http.get("/stock/CAP-01")
                 ready = await http.get("/ready")
+                page = await http.get("/console/failures")
         finally:
             await other.close()
 
@@ -274,5 +277,8 @@ async def test_without_the_pooler_setting_a_lost_statement_is_a_503_that_names_t
     assert read.headers["retry-after"]
     assert ready.status_code == 503
     assert _says_the_pooler_lost_a_statement(ready.json()["detail"]), ready.text
+    assert page.status_code == 503, page.text  # the console's page that says so, not a 500
+    assert page.headers["retry-after"]
+    assert console.text("unavailable") in page.text
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(_says_the_pooler_lost_a_statement(m.split(": ", 1)[1]) for m in logged), logged

@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
-from restock_service.api.errors import is_database_unavailable
+from restock_service.faults import is_database_unavailable
 from restock_service.retry import Runner
 from tests.helpers import Database, put_stock, quantity
 

@@ -1,4 +1,11 @@
-"""What a command says when it cannot do its work: one line, never a traceback.
+"""What the database's faults mean, and what a command says when it cannot do its work.
+
+The one home of the rules that sort what a database call raised: ``is_database_unavailable``
+(a request is answered 503 with ``Retry-After``), ``pooler_fault`` (a pooler in transaction
+mode without ``RESTOCK_DB_POOLER=transaction``, also 503 at run time) and, at start-up,
+``database_fault``.
+
+A command cannot do its work: one line, never a traceback.
 
 Every command raises ``Refusal`` with that line; ``cli.main`` alone prints it, as
 ``restock-service: …``, and exits with its status. ``refusing`` turns what a database step
@@ -15,21 +22,28 @@ import asyncpg
 from alembic.util import CommandError
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from restock_service.config import Settings
 
-# What a database step can raise that is about the database, not about the code.
-DATABASE_FAULTS: tuple[type[Exception], ...] = (
+# What a database call can raise that is about the database, not about the request.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
     DBAPIError,
     PoolTimeout,
     OSError,  # a refused port, an unknown host; TimeoutError too
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
-    sqlite3.Error,
-    CommandError,  # Alembic's, such as a revision it cannot locate
 )
+# What a command's database step can raise besides: the plain SQLite driver's errors (its
+# first open) and Alembic's, such as a revision it cannot locate.
+DATABASE_FAULTS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, sqlite3.Error, CommandError)
+
+# SQLSTATE classes that mean "try again later", not that we asked wrongly: 08 connection
+# exception, 40 transaction rollback (deadlocks and serialization failures that outlasted
+# the service's own retries), 53 insufficient resources, 57 operator intervention (this
+# includes 57014, a statement cancelled when it outran the deadline).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 # duplicate_prepared_statement and invalid_sql_statement_name: a statement prepared by name
 # on one server connection and used on another, which only a pooler in transaction mode does.
@@ -96,6 +110,22 @@ def pooler_fault(exc: BaseException) -> str | None:
         ):
             return POOLER_IN_TRANSACTION_MODE.format(error=str(link).splitlines()[0])
     return None
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or did not answer in time."""
+    if isinstance(exc, asyncpg.PostgresError):  # raised by the PostgreSQL store
+        return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+    if isinstance(exc, asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError | InterfaceError)
+            or sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+        )
+    return isinstance(exc, PoolTimeout | OSError)
 
 
 def _unreachable(root: BaseException) -> bool:

@@ -22,9 +22,10 @@ from pydantic import ValidationError
 
 from restock_service import console, cursors, idempotency, restock, stock
 from restock_service.api.deps import utcnow
-from restock_service.api.errors import DATABASE_ERRORS, is_database_unavailable
+from restock_service.api.errors import unavailable
 from restock_service.console import Console, FormErrors, Session, text
 from restock_service.errors import Conflict, InvalidRequest, NotFound
+from restock_service.faults import DATABASE_ERRORS
 from restock_service.idempotency import Claim
 from restock_service.messages import Code, Mall, RestockStatus
 from restock_service.schemas import (
@@ -105,7 +106,7 @@ class ConsoleRoute(APIRoute):
             except _Answer as exc:
                 response = exc.response
             except DATABASE_ERRORS as exc:
-                if not is_database_unavailable(exc):
+                if not unavailable(exc, request.method, request.url.path):
                     raise
                 retry_after = _state(request).retry_after_s
                 response = _error_page(request, 503, text("unavailable"))

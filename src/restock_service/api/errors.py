@@ -4,17 +4,14 @@ import logging
 import math
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from restock_service.api.bodies import NOT_UTF8
 from restock_service.errors import DomainError, InvalidRequest, field_path
-from restock_service.faults import pooler_fault
+from restock_service.faults import DATABASE_ERRORS, is_database_unavailable, pooler_fault
 from restock_service.schemas import Problem, ProblemField
 
 log = logging.getLogger(__name__)
@@ -93,39 +90,6 @@ def _summary(fields: list[ProblemField]) -> str:
     return "; ".join(f"{f.field}: {f.message}" for f in fields)
 
 
-# SQLSTATE classes that mean "try again later", not that we asked wrongly: 08 connection
-# exception, 40 transaction rollback (deadlocks and serialization failures that outlasted
-# the service's own retries), 53 insufficient resources, 57 operator intervention (this
-# includes 57014, a statement cancelled when it outran the deadline).
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """True when the database could not be reached or did not answer in time."""
-    if isinstance(exc, asyncpg.PostgresError):  # raised by the PostgreSQL store
-        return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATE_CLASSES)
-    if isinstance(exc, asyncpg.InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-        return (
-            exc.connection_invalidated
-            or isinstance(exc, OperationalError | InterfaceError)
-            or sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
-        )
-    return isinstance(exc, PoolTimeout | OSError)
-
-
-# What a database call can raise that is about the database, not about the request.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    DBAPIError,
-    PoolTimeout,
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
-
-
 def domain_problem(exc: DomainError) -> JSONResponse:
     """A rule's refusal (invalid request, not found, conflict) as its problem document."""
     fields = None
@@ -143,10 +107,11 @@ def domain_problem(exc: DomainError) -> JSONResponse:
     return problem_response(exc.status, exc.detail, fields, headers=dict(exc.headers) or None)
 
 
-def database_problem(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse:
-    """503 with Retry-After when the database is out of reach, or when a pooler in
-    transaction mode lost a named statement (a setting the operator must change: said in
-    the log, at ERROR); 500 for any other failure."""
+def unavailable(exc: Exception, method: str, path: str) -> bool:
+    """Log what the database raised on ``method path``, and tell whether the request is
+    answered 503 with Retry-After: the database is out of reach, or a pooler in transaction
+    mode lost a named statement (a setting the operator must change: logged at ERROR). Any
+    other failure is a defect, logged with its traceback."""
     pooler = pooler_fault(exc)
     if pooler is not None:
         log.error("database unusable on %s %s: %s", method, path, pooler)
@@ -154,6 +119,13 @@ def database_problem(exc: Exception, method: str, path: str, retry_after_s: int)
         log.warning("database unavailable on %s %s: %r", method, path, exc)
     else:
         log.error("database error on %s %s", method, path, exc_info=exc)
+        return False
+    return True
+
+
+def database_problem(exc: Exception, method: str, path: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After when the request may be sent again later; 500 otherwise."""
+    if not unavailable(exc, method, path):
         return problem_response(500, "unexpected database error")
     return problem_response(
         503,
