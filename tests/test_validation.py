@@ -743,3 +743,16 @@ async def test_two_idempotency_keys_on_one_request_are_400_and_change_nothing(
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert [e["field"] for e in response.json()["errors"]] == ["Idempotency-Key"]
     assert await books(client, db) == before
+
+
+async def test_a_json_body_is_read_before_routing_so_a_key_given_twice_is_422_on_any_path(
+    client: AsyncClient,
+) -> None:
+    """docs/api.md's order of checks: the body's JSON before the route."""
+    twice = b'{"quantity": 1, "quantity": 2}'
+    json_type = {"content-type": "application/json"}
+    response = await client.post("/no-such-route", content=twice, headers=json_type)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["type"] == "json_duplicate_key"
+    once = b'{"quantity": 1}'
+    assert (await client.post("/no-such-route", content=once, headers=json_type)).status_code == 404
