@@ -346,7 +346,7 @@ def text_of_limit(refused: Response) -> str:
     return console.text("sign_in_limited", seconds=int(refused.headers["retry-after"]))
 
 
-async def test_a_known_browser_that_guesses_is_limited_by_the_failures_of_its_name(
+async def test_a_known_browser_that_guesses_is_limited_by_its_own_failures(
     keyed_app: FastAPI, browser: AsyncClient
 ) -> None:
     limiter = keyed_app.state.console.parts.limiter
@@ -357,19 +357,49 @@ async def test_a_known_browser_that_guesses_is_limited_by_the_failures_of_its_na
     assert (await sign_in(browser, WRITER_KEY + "?")).status_code == 429
     assert (await sign_in(browser, READER_KEY)).status_code == 429
 
-    # Its guesses did not count against the address: another browser there signs in. A
-    # fresh device cookie for the same name brings no more guesses.
-    browser.cookies.clear()
-    assert (await sign_in(browser, READER_KEY)).status_code == 303
-    forget_session(browser)
-    assert (await sign_in(browser, WRITER_KEY + "?")).status_code == 429
+    # Its guesses counted neither against the address nor against the other browsers where
+    # the same name signed in: a browser that lost its device cookie (stolen, say, and
+    # guessed with) locks out only itself.
+    async with _client(keyed_app) as colleague:
+        assert (await sign_in(colleague, READER_KEY)).status_code == 303
+        forget_session(colleague)
+        assert (await sign_in(colleague, READER_KEY)).status_code == 303
 
 
-def test_a_device_cookie_names_who_signed_in_while_genuine_current_and_configured() -> None:
+async def test_signing_in_again_and_again_gives_a_name_a_bounded_number_of_device_cookies(
+    keyed_app: FastAPI, browser: AsyncClient
+) -> None:
+    """A holder of a key could mint a fresh count with each sign-in; a name gets at most
+    ``failures`` new device cookies in the window, and a browser known before keeps its own."""
+    limiter = keyed_app.state.console.parts.limiter
+    issued = []
+    for _ in range(limiter.failures + 1):
+        browser.cookies.clear()
+        entered = await sign_in(browser, READER_KEY)
+        assert entered.status_code == 303
+        issued.append(entered.cookies.get("restock_console_device"))
+    assert all(issued[: limiter.failures])
+    assert len(set(issued[: limiter.failures])) == limiter.failures  # one id each
+    assert issued[-1] is None  # the name had its share: this browser counts by its address
+
+    # A known browser keeps its id when it signs in again, whatever was issued meanwhile.
+    async with _client(keyed_app) as known:
+        known.cookies.set("restock_console_device", issued[0], path="/console/login")
+        entered = await sign_in(known, WRITER_KEY)
+        assert entered.status_code == 303
+        again = entered.cookies.get("restock_console_device")
+        sessions = keyed_app.state.console.parts.sessions
+        assert sessions.device(again) == sessions.device(issued[0]) is not None
+
+
+def test_a_device_cookie_names_its_browser_while_genuine_current_and_configured() -> None:
     now = [1_000_000.0]
     sessions = console.Sessions(b"secret", ApiKeys.parse(KEYS), 60, clock=lambda: now[0])
-    cookie = sessions.device_cookie(WRITER)
-    assert sessions.device(cookie) == WRITER.name
+    cookie = sessions.device_cookie(WRITER, None)
+    device = sessions.device(cookie)
+    assert device is not None
+    assert sessions.device(sessions.device_cookie(WRITER, None)) != device  # a new id each
+    assert sessions.device(sessions.device_cookie(READER, device)) == device  # kept
     assert WRITER_KEY not in cookie
     assert sessions.device(cookie[:-2] + "xx") is None
     assert sessions.device(sessions.start(WRITER)[1]) is None  # a session is no device cookie

@@ -273,6 +273,16 @@ class SignOuts(Protocol):
 DEVICE_LIFETIME_S = 180 * 86400
 
 
+def signed(secret: bytes, salt: str, clock: Callable[[], float]) -> URLSafeTimedSerializer:
+    """A serializer of timestamped, signed cookie values, on ``clock``."""
+
+    class Signer(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(clock())
+
+    return URLSafeTimedSerializer(secret, salt=salt, signer=Signer)
+
+
 class Sessions:
     """Signed session cookies: who signed in and their role, never a key.
 
@@ -281,9 +291,9 @@ class Sessions:
     each signed-in request looks it up there. A session whose name and role are no longer
     among the configured keys ends at once.
 
-    A browser that signed in also gets a long-lived *device cookie* that names who signed
-    in there: no session and no authority, only what the sign-in limit tells known browsers
-    by (``SignInLimiter``).
+    A browser that signed in also gets a long-lived *device cookie*: a random id of that
+    browser and who signed in there, no session and no authority, only what the sign-in
+    limit tells known browsers by (``SignInLimiter``).
     """
 
     SALT = "restock-console-session"
@@ -297,13 +307,8 @@ class Sessions:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret
-
-        class Signer(TimestampSigner):
-            def get_timestamp(self) -> int:
-                return int(clock())
-
-        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=Signer)
-        self._devices = URLSafeTimedSerializer(secret, salt=self.DEVICE_SALT, signer=Signer)
+        self._serializer = signed(secret, self.SALT, clock)
+        self._devices = signed(secret, self.DEVICE_SALT, clock)
         self._callers = {caller for _, caller in keys.entries}
         self._names = {caller.name for caller in self._callers}
         self.open = not keys.enabled  # no keys: no sign-in, everyone writes
@@ -358,21 +363,24 @@ class Sessions:
         until = datetime.fromtimestamp(self._clock() + self.lifetime_s + 1, UTC)
         await sign_outs.sign_out(session.sid, until)
 
-    def device_cookie(self, caller: Caller) -> str:
-        """The device cookie of a browser where ``caller`` has just signed in."""
-        return self._devices.dumps({"n": caller.name})
+    def device_cookie(self, caller: Caller, device: str | None) -> str:
+        """The device cookie of a browser where ``caller`` has just signed in: the id it
+        was known by (``device``), or a new one."""
+        return self._devices.dumps({"d": device or secrets.token_urlsafe(16), "n": caller.name})
 
     def device(self, cookie: str | None) -> str | None:
-        """Who signed in on this browser, by a genuine and current device cookie whose name
-        is still configured; None for a browser not known."""
+        """The id of this browser, by a genuine and current device cookie whose name is
+        still configured; None for a browser not known."""
         if not cookie:
             return None
         try:
             payload = self._devices.loads(cookie, max_age=DEVICE_LIFETIME_S)
         except BadSignature:
             return None
-        name = payload.get("n") if isinstance(payload, dict) else None
-        return name if isinstance(name, str) and name in self._names else None
+        if not isinstance(payload, dict) or payload.get("n") not in self._names:
+            return None
+        device = payload.get("d")
+        return device if isinstance(device, str) else None
 
     def csrf_token(self, session: Session) -> str:
         """The token every writing form of this session carries."""
@@ -389,12 +397,14 @@ class SignInLimiter:
     """At most ``failures`` failed sign-ins in ``window_s`` from one source, counted in this
     process (each worker counts its own).
 
-    The source is OWASP's "device cookies" scheme, adapted to keys that name no user: a
-    browser known by its device cookie (``Sessions.device``) counts against the name that
-    signed in there, so a guesser at a shared address (an office, a VPN) does not lock out
-    those who have signed in from it before, and signing in again for a fresh cookie gives
-    no more guesses. Any other browser counts against its client address: a new browser
-    behind an address under attack waits as the guesser does.
+    The source is OWASP's "device cookies" scheme: a browser known by its device cookie
+    (``Sessions.device``) counts against that cookie alone, so a guesser at a shared address
+    (an office, a VPN) does not lock out those who have signed in from it before, and a
+    stolen device cookie locks out only itself. Any other browser counts against its client
+    address: a new browser behind an address under attack waits as the guesser does. Keys
+    name no user, so a holder of any key could sign in again and again for fresh device
+    cookies, each with its own count: ``may_issue`` gives one name at most ``failures`` new
+    ones in the window.
     """
 
     def __init__(
@@ -419,7 +429,18 @@ class SignInLimiter:
         return max(1, int(times[0] + self.window_s - self._clock() + 0.999))
 
     def failed(self, address: str, device: str | None) -> None:
-        source = _source(address, device)
+        self._note(_source(address, device))
+
+    def may_issue(self, name: str) -> bool:
+        """Whether a browser where ``name`` just signed in, not known before, gets a device
+        cookie: at most ``failures`` new ones per name in the window (it is then noted)."""
+        source = f"issued to {name}"
+        if len(self._recent(source)) >= self.failures:
+            return False
+        self._note(source)
+        return True
+
+    def _note(self, source: str) -> None:
         times = self._recent(source)
         if not times and len(self._seen) >= self._max_sources:
             self._seen.pop(next(iter(self._seen)))  # the source first seen goes first
@@ -466,11 +487,7 @@ class Notices:
     def __init__(
         self, secret: bytes, max_age_s: int = 60, clock: Callable[[], float] = time.time
     ) -> None:
-        class Signer(TimestampSigner):
-            def get_timestamp(self) -> int:
-                return int(clock())
-
-        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT, signer=Signer)
+        self._serializer = signed(secret, self.SALT, clock)
         self.max_age_s = max_age_s
 
     def seal(self, session: Session, page: str, name: str, **values: str | int) -> str:

@@ -113,7 +113,8 @@ class ConsoleRoute(APIRoute):
                 response.headers["Retry-After"] = str(retry_after)
             started: str | None = getattr(request.state, "console_cookie", None)
             if started is not None:
-                _set_cookie(request, response, started)
+                lifetime = _state(request).parts.sessions.lifetime_s
+                _cookie(request, response, COOKIE, started, lifetime)
             if getattr(request.state, "console_notice_taken", False):
                 response.delete_cookie(
                     NOTICE_COOKIE, path="/console", httponly=True, samesite="strict"
@@ -149,12 +150,20 @@ def _store(request: Request) -> Store:
 # --- sessions and checks ---------------------------------------------------------------------
 
 
-def _set_cookie(request: Request, response: Response, value: str) -> None:
+def _cookie(
+    request: Request,
+    response: Response,
+    name: str,
+    value: str,
+    max_age: int,
+    path: str = "/console",
+) -> None:
+    """Set one of the console's cookies: HttpOnly, SameSite=Strict, Secure over HTTPS."""
     response.set_cookie(
-        COOKIE,
+        name,
         value,
-        max_age=_state(request).parts.sessions.lifetime_s,
-        path="/console",
+        max_age=max_age,
+        path=path,
         secure=request.url.scheme == "https",
         httponly=True,
         samesite="strict",
@@ -298,14 +307,12 @@ def _done(
     page = page or request.url.path
     notices = _state(request).parts.notices
     response = RedirectResponse(quote(page) + "#top", status_code=303)
-    response.set_cookie(
+    _cookie(
+        request,
+        response,
         NOTICE_COOKIE,
         notices.seal(session, page, name, **values),
-        max_age=notices.max_age_s,
-        path="/console",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
+        notices.max_age_s,
     )
     return response
 
@@ -387,21 +394,16 @@ async def login(request: Request) -> Response:
         await parts.sessions.end(session, _store(request))
     _start(request, caller)  # a new session id at sign-in
     entered = _redirect(target)
-    entered.set_cookie(
-        DEVICE_COOKIE,
-        parts.sessions.device_cookie(caller),
-        max_age=console.DEVICE_LIFETIME_S,
-        path="/console/login",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    if device is not None or parts.limiter.may_issue(caller.name):
+        value = parts.sessions.device_cookie(caller, device)
+        _cookie(request, entered, DEVICE_COOKIE, value, console.DEVICE_LIFETIME_S, "/console/login")
     return entered
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """Sign out: the session ends and its cookie is removed."""
+    """Sign out: the session ends (on every worker), and the browser's cookie is replaced
+    by a new session's, not signed in."""
     parts = _state(request).parts
     session = _session(request)
     if session is None or not session.signed_in or parts.sessions.open:
