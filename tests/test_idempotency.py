@@ -228,7 +228,17 @@ async def test_a_4xx_answer_is_stored_and_replayed(client: AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b" ", b"a b", b"x" * 256, "キー".encode(), b"tab\there", b"\x7f"]
+    "raw",
+    [
+        b"",
+        b" ",
+        b"a b",
+        b"x" * 256,
+        "キー".encode(),
+        b"tab\there",
+        b"\x7f",
+        b"console:0123456789abcdef",
+    ],
 )
 async def test_a_malformed_key_is_400_naming_the_header_and_nothing_is_done(
     client: AsyncClient, db: Database, raw: bytes

@@ -200,9 +200,6 @@ FORM_KEY_FIELD = "form_key"
 # The fields that are not the form's request: the session's token, and the form's key.
 _NOT_THE_REQUEST = frozenset({CSRF_FIELD, FORM_KEY_FIELD})
 _FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
-# A form's key is an idempotency key of the caller's, in a namespace of its own: the owner
-# column is as long as a key's name may be, so the prefix goes on the key.
-_KEY_PREFIX = "console:"
 
 
 def new_form_key() -> str:
@@ -220,7 +217,9 @@ def form_claim(
         return None
     fields = sorted((name, value) for name, value in form.items() if name not in _NOT_THE_REQUEST)
     request = idempotency.fingerprint("POST", path, urlencode(fields).encode())
-    return idempotency.new_claim(caller or "", _KEY_PREFIX + key, request, now, ttl_s=ttl_s)
+    return idempotency.new_claim(
+        caller or "", idempotency.CONSOLE_PREFIX + key, request, now, ttl_s=ttl_s
+    )
 
 
 # --- sessions ----------------------------------------------------------------------------------

@@ -151,14 +151,24 @@ class KeyStore(Protocol):
 # --- the request's side ----------------------------------------------------------------------
 
 
+# The console's forms' keys (console.form_claim): a namespace of their own among a caller's
+# keys, which no key sent to the API enters. The owner column is as long as a key's name
+# may be, so the prefix goes on the key.
+CONSOLE_PREFIX = "console:"
+_CONSOLE_PREFIX = CONSOLE_PREFIX.encode()
+
+
 def parse_key(given: Sequence[bytes]) -> str:
     """The key of a request's ``given`` header values: one, of 1-255 visible ASCII
-    characters; 400 otherwise (two keys leave the request's key unknown)."""
+    characters, not in the console's namespace; 400 otherwise (two keys leave the request's
+    key unknown)."""
     if len(given) != 1:
         raise InvalidKey("was sent more than once; send one key per request")
     (raw,) = given
     if not _KEY.fullmatch(raw):
         raise InvalidKey("must be 1 to 255 visible ASCII characters (0x21-0x7E)")
+    if raw.startswith(_CONSOLE_PREFIX):
+        raise InvalidKey(f"must not begin with {CONSOLE_PREFIX!r}, which the console's forms use")
     return raw.decode("ascii")
 
 
