@@ -1,5 +1,7 @@
 """Small verbs for tests: register stock, record a sync, send a cancel batch, read the books."""
 
+import html
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -136,3 +138,25 @@ async def plant_claim(
         "expires_at": now + timedelta(hours=1),
     }
     await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**row)))
+
+
+# --- the console ---------------------------------------------------------------------------
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(page: Response) -> str:
+    """The CSRF token of a console page's form."""
+    found = CSRF.search(page.text)
+    assert found, page.text
+    return html.unescape(found.group(1))
+
+
+async def sign_in(client: AsyncClient, key: str, *, next: str | None = None) -> Response:
+    """Sign in on the console with ``key``, as its sign-in form posts it."""
+    page = await client.get("/console/login")
+    assert page.status_code == 200, page.text
+    form = {"api_key": key, "csrf_token": csrf_of(page)}
+    if next is not None:
+        form["next"] = next
+    return await client.post("/console/login", data=form)

@@ -30,11 +30,13 @@ from tests.conftest import empty_tables
 from tests.helpers import (
     Database,
     cancel_ok,
+    csrf_of,
     order,
     plant_claim,
     put_stock,
     quantity,
     rakuten,
+    sign_in,
     sync,
 )
 
@@ -47,7 +49,6 @@ CSP = (
     "default-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FORM = re.compile(r"<form [^>]*>.*?</form>", re.S)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
@@ -77,23 +78,6 @@ async def browser(keyed_app: FastAPI) -> AsyncIterator[AsyncClient]:
     """A browser: no key, only what the console's cookie holds."""
     async with _client(keyed_app) as c:
         yield c
-
-
-def csrf_of(page: Response) -> str:
-    found = CSRF.search(page.text)
-    assert found, page.text
-    return html.unescape(found.group(1))
-
-
-async def sign_in(
-    client: AsyncClient, key: str, *, address: str | None = None, next: str | None = None
-) -> Response:
-    page = await client.get("/console/login")
-    assert page.status_code == 200, page.text
-    form = {"api_key": key, "csrf_token": csrf_of(page)}
-    if next is not None:
-        form["next"] = next
-    return await client.post("/console/login", data=form)
 
 
 async def failed_order(api: AsyncClient, order_no: str = ORDER) -> None:

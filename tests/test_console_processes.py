@@ -1,7 +1,6 @@
 """The console's sign-in across real server processes: a sign-out ends the session on every
 process, and the sign-in limit believes X-Forwarded-For only from a configured proxy."""
 
-import html
 import re
 
 import httpx
@@ -10,17 +9,11 @@ from pydantic import ValidationError
 
 from restock_service import console
 from restock_service.config import Settings
+from tests.helpers import csrf_of
 from tests.servers import Server, running_servers
 from tests.test_console import KEYS, WRITER_KEY
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 LIMIT = console.SignInLimiter().failures
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = CSRF.search(page.text)
-    assert found, page.text
-    return html.unescape(found.group(1))
 
 
 def sign_in(http: httpx.Client, key: str, **headers: str) -> httpx.Response:

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from httpx import ASGITransport, AsyncClient
 
+from restock_service import console
 from restock_service.api import create_app
+from restock_service.api.console import STYLESHEET_PATH
 from restock_service.config import Settings
 from restock_service.migrations import migrate
-from tests.helpers import cancel, order, put_stock, quantity, rakuten, sync
+from tests.helpers import cancel, order, put_stock, quantity, rakuten, sign_in, sync
 from tests.pgcluster import Cluster
 
 # The contract's bar: a call answers within 5 s when the database is gone.
@@ -40,6 +42,19 @@ async def client(cluster: Cluster) -> AsyncIterator[AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def browser(cluster: Cluster) -> AsyncIterator[AsyncClient]:
+    """A browser signed in on the console of an app with keys."""
+    app = create_app(Settings(database_url=cluster.url, api_keys="console-key-1:writer"))
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        assert (await sign_in(c, "console-key-1")).status_code == 303
+        assert (await c.get("/console")).status_code == 200
+        yield c
+
+
 async def _timed(call: "asyncio.Future[object] | object") -> tuple[object, float]:
     started = time.monotonic()
     result = await call  # type: ignore[misc]
@@ -47,7 +62,7 @@ async def _timed(call: "asyncio.Future[object] | object") -> tuple[object, float
 
 
 async def test_stopped_database_answers_503_quickly_and_the_service_recovers_by_itself(
-    cluster: Cluster, client: AsyncClient
+    cluster: Cluster, client: AsyncClient, browser: AsyncClient
 ) -> None:
     await put_stock(client, "A", 10)
     await sync(client, rakuten(1), {"A": 4})
@@ -66,6 +81,12 @@ async def test_stopped_database_answers_503_quickly_and_the_service_recovers_by_
             assert response.status_code == 503, response.text  # type: ignore[attr-defined]
             assert int(response.headers["retry-after"]) >= 1  # type: ignore[attr-defined]
             assert elapsed < ANSWER_WITHIN_S
+        # The console says so on a page of its own; its stylesheet needs no database.
+        page = await browser.get("/console")
+        assert page.status_code == 503, page.text
+        assert console.text("unavailable") in page.text
+        assert int(page.headers["retry-after"]) >= 1
+        assert (await browser.get(STYLESHEET_PATH)).status_code == 200
     finally:
         cluster.start()
 

@@ -61,6 +61,7 @@ SECURITY_HEADERS = {
 
 _ORDER_NO = re.compile(ORDER_NO_PATTERN)
 _SKU = re.compile(SKU_PATTERN)
+STYLESHEET_PATH = "/console/static/console.css"
 _STYLESHEET = resources.files("restock_service").joinpath("static/console.css").read_bytes()
 _templates = Environment(
     loader=PackageLoader("restock_service", "templates"),
@@ -94,14 +95,17 @@ class _Answer(Exception):
 
 class ConsoleRoute(APIRoute):
     """A console route: its answer gets the security headers, and the session cookie when
-    one was started; a database out of reach is a page that says so (503)."""
+    one was started; a database out of reach is a page that says so (503). The stylesheet
+    needs no session, and so no database."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        sessionless = self.path == STYLESHEET_PATH
 
         async def answer(request: Request) -> Response:
             try:
-                await _read_session(request)
+                if not sessionless:
+                    await _read_session(request)
                 response = await handler(request)
             except _Answer as exc:
                 response = exc.response
@@ -330,7 +334,7 @@ def _take_notice(request: Request, session: Session) -> str | None:
 # --- pages -------------------------------------------------------------------------------------
 
 
-@router.get("/static/console.css")
+@router.get(STYLESHEET_PATH.removeprefix("/console"))
 async def stylesheet() -> Response:
     """The console's one stylesheet, served by the app itself."""
     return Response(
