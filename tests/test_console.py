@@ -938,19 +938,32 @@ async def test_a_post_without_a_forms_key_is_refused_and_changes_nothing(
     assert await quantity(api, "A") == 3
 
 
-async def test_a_forms_key_is_kept_as_the_signed_in_callers(
-    api: AsyncClient, browser: AsyncClient, keyed_app: FastAPI
+async def test_a_forms_key_is_the_signed_in_callers_so_another_caller_posting_it_applies_anew(
+    database_url: str, db: Database
 ) -> None:
-    await _registered(api, browser, "A", 3)
-    form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
-    assert (await browser.post("/console/skus/A", data=form)).status_code == 303
-    claim = console.form_claim("someone-else", "/console/skus/A", form, datetime.now(UTC), ttl_s=60)
-    mine = console.form_claim(WRITER.name, "/console/skus/A", form, datetime.now(UTC), ttl_s=60)
-    assert claim is not None and mine is not None
-    assert claim.owner != mine.owner and claim.key == mine.key
-    assert claim.fingerprint == mine.fingerprint
-    assert await keyed_app.state.store.key(claim.owner, claim.key) is None
-    assert await keyed_app.state.store.key(mine.owner, mine.key) is not None
+    """Two writers' keys: a form key posted by one of them is not the other's."""
+    other_key = "w-console-key-2"
+    app = create_app(Settings(database_url=database_url, api_keys=f"{KEYS},{other_key}:writer"))
+    async with (
+        app.router.lifespan_context(app),
+        _client(app, Authorization=f"Bearer {WRITER_KEY}") as api,
+        _client(app) as mine,
+        _client(app) as theirs,
+    ):
+        await empty_tables(db)
+        await _registered(api, mine, "A", 3)
+        assert (await sign_in(theirs, other_key)).status_code == 303
+        form = {"delta": "1", "reason": "x", **form_of(await mine.get("/console/skus/A"), "adjust")}
+        assert (await mine.post("/console/skus/A", data=form)).status_code == 303
+        assert (await mine.post("/console/skus/A", data=form)).status_code == 303  # a replay
+        assert await quantity(api, "A") == 4
+        # The same key and fields from another caller (its own CSRF token) is its own write.
+        theirs_form = {
+            **form,
+            "csrf_token": form_of(await theirs.get("/console/skus/A"), "adjust")["csrf_token"],
+        }
+        assert (await theirs.post("/console/skus/A", data=theirs_form)).status_code == 303
+        assert await quantity(api, "A") == 5
 
 
 def test_a_forms_fingerprint_is_its_path_and_fields_not_its_token() -> None:
