@@ -1,6 +1,12 @@
 """The schema as SQLAlchemy Core tables, shared by PostgreSQL and SQLite.
 
 Alembic migrations are the schema of record; a test proves these tables agree with them.
+
+Every table of a merchant's data carries ``merchant_id`` (contract v1.3), and its primary
+key and every unique constraint and index begin with it: a merchant's rows are found, and
+kept unique, within that merchant, as Citus asks of a table distributed by it
+(docs/scaling.md). The column has no default, so a write that does not name its merchant
+fails rather than lands at one.
 """
 
 from datetime import UTC, datetime
@@ -43,22 +49,62 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-# SQLite autoincrements only an INTEGER PRIMARY KEY.
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MERCHANT_ID_LENGTH = 32
+DEFAULT_MERCHANT = "default"  # in every deployment; v1.2's data is its
+PLATFORM = "*"  # the merchant_id of a platform key: no merchant's id can be "*"
+
+
+def _merchant_id() -> sa.Column[str]:
+    return sa.Column("merchant_id", sa.String(MERCHANT_ID_LENGTH), nullable=False)
+
+
+merchants = sa.Table(
+    "merchants",
+    metadata,
+    sa.Column("merchant_id", sa.String(MERCHANT_ID_LENGTH), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Merchant keys (merchant_id their merchant) and platform keys (merchant_id PLATFORM), as
+# SHA-256 digests. A revoked key keeps its row, and so its name: an actor on a ledger row
+# always names one key. A small table, looked up by digest before the merchant is known:
+# Citus would keep it on every node, as it keeps merchants (docs/scaling.md).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    _merchant_id(),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("digest", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("merchant_id", "name"),
+    sa.CheckConstraint("role IN ('writer', 'reader', 'admin')", name="role"),
+    sa.CheckConstraint(f"role <> 'admin' OR merchant_id = '{PLATFORM}'", name="admin_platform"),
+    sa.Index("ix_api_keys_digest", "digest"),
+)
 
 stock = sa.Table(
     "stock",
     metadata,
-    sa.Column("sku", sa.String(64), primary_key=True),
+    _merchant_id(),
+    sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("quantity", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("merchant_id", "sku"),
 )
 
 stock_movements = sa.Table(
     "stock_movements",
     metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    _merchant_id(),
+    # PostgreSQL numbers the rows from one sequence (the column's default, since migration
+    # 0001); SQLite, which numbers by itself only a lone INTEGER PRIMARY KEY, numbers each
+    # merchant's rows in the write that adds them (store/sqlite.py).
+    sa.Column("id", sa.BigInteger, nullable=False, autoincrement=False),
     sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("delta", sa.BigInteger, nullable=False),
     sa.Column("quantity_after", sa.BigInteger, nullable=False),
@@ -69,42 +115,48 @@ stock_movements = sa.Table(
     sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("note", sa.String(200), nullable=True),
     sa.Column("actor", sa.String(64), nullable=True),  # the API key's name; null: none
+    sa.PrimaryKeyConstraint("merchant_id", "id"),
     sa.CheckConstraint(
         "reason IN ('set', 'sync_execution', 'restock', 'adjustment', 'delete')", name="reason"
     ),
-    sa.Index("ix_stock_movements_sku_id", "sku", "id"),
-    sa.Index("ix_stock_movements_txid_id", "txid", "id"),
+    sa.Index("ix_stock_movements_sku_id", "merchant_id", "sku", "id"),
+    sa.Index("ix_stock_movements_txid_id", "merchant_id", "txid", "id"),
 )
 
 sync_executions = sa.Table(
     "sync_executions",
     metadata,
-    sa.Column("order_no", sa.String(64), primary_key=True),
+    _merchant_id(),
+    sa.Column("order_no", sa.String(64), nullable=False),
     sa.Column("mall", sa.String(16), nullable=False),
     sa.Column("executed_at", UTCDateTime, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("merchant_id", "order_no"),
     sa.CheckConstraint(f"mall IN {MALLS}", name="mall"),
 )
 
 sync_execution_lines = sa.Table(
     "sync_execution_lines",
     metadata,
-    sa.Column(
-        "order_no",
-        sa.String(64),
-        sa.ForeignKey("sync_executions.order_no", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("sku", sa.String(64), primary_key=True),
+    _merchant_id(),
+    sa.Column("order_no", sa.String(64), nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("merchant_id", "order_no", "sku"),
+    sa.ForeignKeyConstraint(
+        ["merchant_id", "order_no"],
+        ["sync_executions.merchant_id", "sync_executions.order_no"],
+        ondelete="CASCADE",
+    ),
     sa.CheckConstraint("quantity > 0", name="quantity_positive"),
 )
 
 restocks = sa.Table(
     "restocks",
     metadata,
-    sa.Column("order_no", sa.String(64), primary_key=True),
+    _merchant_id(),
+    sa.Column("order_no", sa.String(64), nullable=False),
     sa.Column("mall", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("code", sa.String(32), nullable=False),
@@ -115,12 +167,14 @@ restocks = sa.Table(
     sa.Column("resolved_by", sa.String(100), nullable=True),
     sa.Column("resolved_at", UTCDateTime, nullable=True),
     sa.Column("resolved_actor", sa.String(64), nullable=True),
+    sa.PrimaryKeyConstraint("merchant_id", "order_no"),
     sa.CheckConstraint(f"mall IN {MALLS}", name="mall"),
     sa.CheckConstraint("status IN ('restored', 'failed', 'resolved')", name="status"),
     sa.CheckConstraint("code IN ('restored', 'mall_mismatch', 'product_not_found')", name="code"),
-    sa.Index("ix_restocks_requested_at_order_no", "requested_at", "order_no"),
+    sa.Index("ix_restocks_requested_at_order_no", "merchant_id", "requested_at", "order_no"),
     sa.Index(
         "ix_restocks_failed",
+        "merchant_id",
         "requested_at",
         "order_no",
         postgresql_where=sa.text("status = 'failed'"),
@@ -131,33 +185,39 @@ restocks = sa.Table(
 restock_lines = sa.Table(
     "restock_lines",
     metadata,
-    sa.Column(
-        "order_no",
-        sa.String(64),
-        sa.ForeignKey("restocks.order_no", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("sku", sa.String(64), primary_key=True),
+    _merchant_id(),
+    sa.Column("order_no", sa.String(64), nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("missing", sa.Boolean, nullable=False),
+    sa.PrimaryKeyConstraint("merchant_id", "order_no", "sku"),
+    sa.ForeignKeyConstraint(
+        ["merchant_id", "order_no"],
+        ["restocks.merchant_id", "restocks.order_no"],
+        ondelete="CASCADE",
+    ),
 )
 
+# A caller's keys, within the merchant its request was for: (merchant_id, owner, key).
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
-    sa.Column("owner", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
+    _merchant_id(),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
     sa.Column("fingerprint", sa.LargeBinary, nullable=False),
-    sa.Column("locked_until", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("receipt", sa.LargeBinary, nullable=True),
+    sa.PrimaryKeyConstraint("merchant_id", "owner", "key"),
+    # The purge's, across merchants (every shard purges its own, on Citus).
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
 
 # The console's signed-out sessions, until their cookies would have lapsed anyway: a cookie
-# carries its session, so a sign-out is kept where every worker can see it.
+# carries its session, so a sign-out is kept where every worker can see it. Sessions are
+# the deployment's, not a merchant's data (a platform session spans merchants).
 console_sign_outs = sa.Table(
     "console_sign_outs",
     metadata,
