@@ -1,10 +1,11 @@
 """Small verbs for tests: register stock, record a sync, send a cancel batch, read the books."""
 
+import asyncio
+import contextlib
 import html
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -12,7 +13,8 @@ from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from restock_service.config import Settings
-from restock_service.tables import idempotency_keys, restocks, stock_movements
+from restock_service.store.statements import KEY_LOCK
+from restock_service.tables import DEFAULT_MERCHANT, restocks, stock_movements
 
 T = TypeVar("T")
 
@@ -31,6 +33,20 @@ class Database:
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self.engine.begin() as conn:
             return await work(conn)
+
+
+def own_ledger_row(dialect: str) -> dict[str, Any]:
+    """What a test's own INSERT of one ledger row of ``default`` adds: the merchant and, on
+    SQLite, the row's id, the next of the merchant's as store/sqlite.py numbers them
+    (PostgreSQL's sequence numbers its own)."""
+    if dialect != "sqlite":
+        return {"merchant_id": DEFAULT_MERCHANT}
+    m = stock_movements.c
+    last = sa.select(sa.func.coalesce(sa.func.max(m.id), 0) + 1)
+    return {
+        "merchant_id": DEFAULT_MERCHANT,
+        "id": last.where(m.merchant_id == DEFAULT_MERCHANT).scalar_subquery(),
+    }
 
 
 def rakuten(n: int) -> str:
@@ -122,22 +138,33 @@ async def repeat_requests(db: Database, order_no: str) -> int:
         ).scalar_one()
 
 
-async def plant_claim(
-    db: Database, key: str, fingerprint: bytes, locked_for_s: float, owner: str = ""
-) -> None:
-    """A claim on ``key``, as a request still at work would hold it (the store itself leaves
-    none: its writes take keys with their effects)."""
-    now = datetime.now(UTC)
-    row = {
-        "owner": owner,
-        "key": key,
-        "fingerprint": fingerprint,
-        "locked_until": now + timedelta(seconds=locked_for_s),
-        "receipt": None,
-        "created_at": now,
-        "expires_at": now + timedelta(hours=1),
-    }
-    await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**row)))
+@contextlib.asynccontextmanager
+async def key_in_flight(
+    db: Database, key: str, *, for_s: float, owner: str = "", merchant: str = DEFAULT_MERCHANT
+) -> AsyncIterator[None]:
+    """The caller's key as a request still in its write holds it, for ``for_s`` seconds;
+    then that request dies, having written nothing. On PostgreSQL it holds the key's
+    advisory lock (a keyed statement at work); on SQLite, the write lock, for which every
+    other write waits."""
+    held = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.engine.connect() as conn, conn.begin():
+            if db.dialect == "postgresql":
+                lock = sa.text(f"SELECT pg_advisory_xact_lock({KEY_LOCK})")
+                await conn.execute(lock, {"merchant": merchant, "key_owner": owner, "key": key})
+            else:  # BEGIN IMMEDIATE (engine.py), sent with the first statement
+                await conn.execute(sa.text("SELECT 1"))
+            held.set()
+            await asyncio.sleep(for_s)
+            await conn.rollback()
+
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    try:
+        yield
+    finally:
+        await holder
 
 
 # --- the console ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from restock_service.books import check_books
 from restock_service.config import Settings
 from restock_service.engine import create_engine
 from restock_service.migrations import alembic_config
+from restock_service.scope import Scope
 from tests.helpers import Database, order, rakuten
 
 NAMED = json.dumps(
@@ -172,12 +173,14 @@ async def test_the_console_reads_an_orders_ledger_failures_by_mall_and_newest_fi
         await client.post("/restocks", json=cancel)
     store = app.state.store
 
-    ledger = await store.order_movements(rakuten(1))
-    counts = await store.failure_counts()
+    scope = Scope()
+    ledger = await store.order_movements(scope, rakuten(1))
+    counts = await store.failure_counts(scope)
     newest = await store.restock_records(
-        status=None, mall=None, after=None, limit=10, newest_first=True
+        scope, status=None, mall=None, after=None, limit=10, newest_first=True
     )
     after_first = await store.restock_records(
+        scope,
         status=None,
         mall=None,
         after=(newest[0].requested_at, newest[0].order_no),

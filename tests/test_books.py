@@ -9,8 +9,14 @@ import sqlalchemy as sa
 from httpx import AsyncClient
 
 from restock_service.books import check_books
-from restock_service.tables import restock_lines, stock, stock_movements, sync_execution_lines
-from tests.helpers import Database, cancel_ok, order, put_stock, rakuten, sync
+from restock_service.tables import (
+    DEFAULT_MERCHANT,
+    restock_lines,
+    stock,
+    stock_movements,
+    sync_execution_lines,
+)
+from tests.helpers import Database, cancel_ok, order, own_ledger_row, put_stock, rakuten, sync
 
 
 async def _trade(client: AsyncClient) -> None:
@@ -79,6 +85,7 @@ async def test_a_restock_ledger_row_of_an_order_never_restored_is_named(
     await _corrupt(
         db,
         sa.insert(stock_movements).values(
+            **own_ledger_row(db.dialect),
             sku="A",
             delta=1,
             quantity_after=0,
@@ -179,7 +186,7 @@ async def test_failed_and_resolved_lines_that_differ_from_their_snapshots_are_na
     await _corrupt(
         db,
         sa.insert(sync_execution_lines).values(
-            order_no=rakuten(1), sku="EXTRA", position=2, quantity=4
+            merchant_id=DEFAULT_MERCHANT, order_no=rakuten(1), sku="EXTRA", position=2, quantity=4
         ),
     )
 

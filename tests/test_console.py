@@ -26,13 +26,14 @@ from restock_service.config import Settings
 from restock_service.messages import MESSAGE, Code, RestockStatus
 from restock_service.rules import adjustment_refused
 from restock_service.schemas import AdjustmentIn
+from restock_service.tables import DEFAULT_MERCHANT
 from tests.conftest import empty_tables
 from tests.helpers import (
     Database,
     cancel_ok,
     csrf_of,
+    key_in_flight,
     order,
-    plant_claim,
     put_stock,
     quantity,
     rakuten,
@@ -857,11 +858,13 @@ async def test_concurrent_posts_of_one_form_apply_once_and_all_land_on_its_resul
     assert record["status"] == RestockStatus.RESOLVED
 
 
-async def _in_flight(db: Database, form: dict[str, str], path: str, seconds: float) -> None:
-    """The form's key, claimed as a first post still in its write would hold it."""
-    claim = console.form_claim(WRITER.name, path, form, datetime.now(UTC), ttl_s=60)
+def _form_key(form: dict[str, str], path: str) -> tuple[str, str]:
+    """The (owner, key) of the form's claim, as its first post takes it."""
+    claim = console.form_claim(
+        DEFAULT_MERCHANT, WRITER.name, path, form, datetime.now(UTC), ttl_s=60
+    )
     assert claim is not None
-    await plant_claim(db, claim.key, claim.fingerprint, seconds, owner=claim.owner)
+    return claim.owner, claim.key
 
 
 async def test_a_post_waits_for_the_first_post_of_its_form_still_in_its_write(
@@ -869,8 +872,9 @@ async def test_a_post_waits_for_the_first_post_of_its_form_still_in_its_write(
 ) -> None:
     await _registered(api, browser, "A", 3)
     form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
-    await _in_flight(db, form, "/console/skus/A", 0.3)  # then it lapses: that post died
-    answer = await browser.post("/console/skus/A", data=form)
+    owner, key = _form_key(form, "/console/skus/A")
+    async with key_in_flight(db, key, owner=owner, for_s=0.3):  # then that post dies
+        answer = await browser.post("/console/skus/A", data=form)
     assert answer.status_code == 303, answer.text
     assert await quantity(api, "A") == 4
 
@@ -878,16 +882,24 @@ async def test_a_post_waits_for_the_first_post_of_its_form_still_in_its_write(
 async def test_a_post_whose_first_post_stays_in_its_write_is_told_so_and_does_nothing(
     api: AsyncClient, browser: AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """PostgreSQL tells it after FORM_WAIT_S; SQLite waits for the first post's write lock,
+    and then applies (the first post died)."""
     from restock_service.api import console as console_api
 
     monkeypatch.setattr(console_api, "FORM_WAIT_S", 0.2)
     await _registered(api, browser, "A", 3)
     form = {"delta": "1", "reason": "x", **form_of(await browser.get("/console/skus/A"), "adjust")}
-    await _in_flight(db, form, "/console/skus/A", 30)
-    answer = await browser.post("/console/skus/A", data=form)
-    assert answer.status_code == 409
-    assert console.text("form_in_flight") in answer.text
-    assert await quantity(api, "A") == 3
+    owner, key = _form_key(form, "/console/skus/A")
+    async with key_in_flight(db, key, owner=owner, for_s=1.0):
+        answer = await browser.post("/console/skus/A", data=form)
+        during = await quantity(api, "A")
+    if db.dialect == "postgresql":
+        assert answer.status_code == 409
+        assert console.text("form_in_flight") in answer.text
+        assert during == 3
+    else:
+        assert answer.status_code == 303
+        assert during == 4
 
 
 async def test_a_form_sent_again_with_other_fields_is_refused_and_changes_nothing(
@@ -971,7 +983,7 @@ def test_a_forms_fingerprint_is_its_path_and_fields_not_its_token() -> None:
     base = {"delta": "1", "reason": "x", "form_key": "k" * 22, "csrf_token": "a"}
 
     def fingerprint(path: str, form: dict[str, str]) -> bytes:
-        claim = console.form_claim("n", path, form, now, ttl_s=60)
+        claim = console.form_claim(DEFAULT_MERCHANT, "n", path, form, now, ttl_s=60)
         assert claim is not None
         return claim.fingerprint
 

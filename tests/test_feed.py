@@ -8,7 +8,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from restock_service.tables import stock, stock_movements
-from tests.helpers import Database, put_stock, quantities
+from tests.helpers import Database, own_ledger_row, put_stock, quantities
 
 SKUS = [f"F{i}" for i in range(8)]
 
@@ -52,6 +52,7 @@ async def test_a_change_that_commits_after_later_ones_is_still_delivered(
         )
         await conn.execute(
             sa.insert(stock_movements).values(
+                **own_ledger_row(conn.dialect.name),
                 sku="F0",
                 delta=7,
                 quantity_after=after,

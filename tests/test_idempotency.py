@@ -19,14 +19,15 @@ from restock_service.api import create_app
 from restock_service.books import check_books
 from restock_service.config import Settings
 from restock_service.idempotency import KeyState, new_claim, state_of
+from restock_service.scope import Scope
 from restock_service.store import Store, key_row
-from restock_service.tables import idempotency_keys, stock_movements
+from restock_service.tables import DEFAULT_MERCHANT, idempotency_keys, stock_movements
 from tests.helpers import (
     Database,
     count_rows,
+    key_in_flight,
     ledger,
     order,
-    plant_claim,
     put_stock,
     quantity,
     rakuten,
@@ -289,37 +290,29 @@ async def test_a_key_reused_for_another_request_is_422_and_nothing_is_done(
     assert 'outcome="mismatch"' in (await client.get("/metrics")).text
 
 
-async def test_a_live_claim_makes_the_same_key_409_with_retry_after_and_nothing_is_done(
+async def test_a_request_whose_key_is_in_flight_is_409_with_retry_after_on_postgresql(
     client: AsyncClient, db: Database
 ) -> None:
+    """On PostgreSQL a request meets the key of one still in its write and is told to come
+    back; on SQLite it waits for that write's lock. Either way it is done once."""
     await put_stock(client, "A", 10)
     body = b'{"delta":5,"reason":"x"}'
-    await plant_claim(db, "k", idempotency.fingerprint("POST", "/stock/A/adjustments", body), 30)
-
-    response = await client.post(
-        "/stock/A/adjustments",
-        content=body,
-        headers={**keyed("k"), "content-type": "application/json"},
-    )
-
-    assert response.status_code == 409
-    assert response.headers["retry-after"] == "1"
-    assert await quantity(client, "A") == 10
-
-
-async def test_a_lapsed_claim_is_free_again(client: AsyncClient, db: Database) -> None:
-    await put_stock(client, "A", 10)
-    body = b'{"delta":5,"reason":"x"}'
-    await plant_claim(db, "k", idempotency.fingerprint("POST", "/stock/A/adjustments", body), 0.3)
     headers = {**keyed("k"), "content-type": "application/json"}
 
-    during = await client.post("/stock/A/adjustments", content=body, headers=headers)
-    await asyncio.sleep(0.4)
+    async with key_in_flight(db, "k", for_s=0.3):
+        during = await client.post("/stock/A/adjustments", content=body, headers=headers)
+        quantity_during = await quantity(client, "A")
     after = await client.post("/stock/A/adjustments", content=body, headers=headers)
 
-    assert during.status_code == 409
-    assert after.status_code == 200, after.text
-    assert REPLAYED not in after.headers
+    if db.dialect == "postgresql":
+        assert during.status_code == 409
+        assert during.headers["retry-after"] == "1"
+        assert quantity_during == 10
+        assert after.status_code == 200, after.text
+        assert REPLAYED not in after.headers  # the first request died: this one applies
+    else:
+        assert during.status_code == 200, during.text
+        assert after.headers[REPLAYED] == "true"
     assert await quantity(client, "A") == 15
 
 
@@ -382,10 +375,10 @@ async def _quantities(client: AsyncClient, skus: list[str]) -> dict[str, int | N
 
 def _row(now: datetime, **changes: Any) -> dict[str, Any]:
     row = {
+        "merchant_id": DEFAULT_MERCHANT,
         "owner": "",
         "key": "k",
         "fingerprint": b"f" * 32,
-        "locked_until": now + timedelta(seconds=30),
         "receipt": None,
         "created_at": now - timedelta(seconds=1),
         "expires_at": now + timedelta(hours=1),
@@ -395,11 +388,10 @@ def _row(now: datetime, **changes: Any) -> dict[str, Any]:
 
 
 STATES = {
-    "live claim": {},
-    "lapsed claim": {"locked_until": "past"},
-    "stored receipt": {"locked_until": None, "receipt": b"[]"},
-    "forgotten receipt": {"locked_until": None, "receipt": b"[]", "expires_at": "past"},
-    "forgotten claim": {"expires_at": "past"},
+    "row without a receipt": {},  # as a claim of v1.2 left it
+    "stored receipt": {"receipt": b"[]"},
+    "forgotten receipt": {"receipt": b"[]", "expires_at": "past"},
+    "forgotten row without a receipt": {"expires_at": "past"},
 }
 
 
@@ -416,10 +408,12 @@ async def test_a_keyed_write_takes_the_key_exactly_when_state_of_says_it_is_free
         }
         before = _row(now, **changes)
         await db.write(lambda conn: conn.execute(sa.insert(idempotency_keys).values(**before)))
-    claim = new_claim("", "k", b"g" * 32, now, ttl_s=60)
+    claim = new_claim(DEFAULT_MERCHANT, "", "k", b"g" * 32, now, ttl_s=60)
+    request = idempotency.Keyed(claim)
 
-    with idempotency.serving(idempotency.Keyed(claim)) as request, suppress(idempotency.KeyHeld):
-        await store_of(app).adjust_stock("A", 5, "x", None, now, limit=10**9, actor=None)
+    with suppress(idempotency.KeyHeld):
+        scope = Scope(keyed=request)
+        await store_of(app).adjust_stock(scope, "A", 5, "x", None, now, limit=10**9)
 
     async with db.engine.connect() as conn:
         (after,) = (await conn.execute(sa.select(idempotency_keys))).mappings().all()
@@ -427,7 +421,7 @@ async def test_a_keyed_write_takes_the_key_exactly_when_state_of_says_it_is_free
     assert request.held is not free
     assert await quantity(client, "A") == (15 if free else 10)
     if free:
-        assert (after["fingerprint"], after["locked_until"]) == (claim.fingerprint, None)
+        assert after["fingerprint"] == claim.fingerprint
         assert after["receipt"] is not None
     else:  # untouched
         assert before is not None

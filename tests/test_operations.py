@@ -20,7 +20,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from restock_service.api import create_app
 from restock_service.config import Settings
 from restock_service.messages import MESSAGE, Code
-from restock_service.tables import restocks, stock, stock_movements
+from restock_service.tables import DEFAULT_MERCHANT, restocks, stock, stock_movements
 from tests.helpers import (
     Database,
     amazon,
@@ -341,6 +341,7 @@ async def test_list_restocks_default_limit_is_100(client: AsyncClient, db: Datab
     base = datetime(2026, 5, 25, tzinfo=UTC)
     rows = [
         {
+            "merchant_id": DEFAULT_MERCHANT,
             "order_no": rakuten(n),
             "mall": "rakuten",
             "status": "failed",

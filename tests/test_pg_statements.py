@@ -21,6 +21,7 @@ from httpx import AsyncClient
 from restock_service.config import Settings
 from restock_service.messages import Code, Mall
 from restock_service.rules import Decision
+from restock_service.scope import Scope
 from restock_service.store.postgres import PostgresStore
 from restock_service.store.statements import statement
 from tests.conftest import migrated_pg_database
@@ -101,7 +102,7 @@ async def _restock(
 
     store.pool = wrapped  # type: ignore[method-assign]
     try:
-        return await store.restock(Mall.RAKUTEN, order_nos, datetime.now(UTC), actor=None)
+        return await store.restock(Scope(), Mall.RAKUTEN, order_nos, datetime.now(UTC))
     finally:
         await pool.close()
 

@@ -11,7 +11,13 @@ from sqlalchemy import event
 
 from restock_service.messages import Code, SyncCode
 from restock_service.store.postgres import PostgresStore
-from restock_service.tables import stock, stock_movements, sync_execution_lines, sync_executions
+from restock_service.tables import (
+    DEFAULT_MERCHANT,
+    stock,
+    stock_movements,
+    sync_execution_lines,
+    sync_executions,
+)
 from tests.helpers import Database, cancel_ok, order, rakuten
 
 SIZES = (1, 100, 1000)
@@ -20,25 +26,44 @@ SIZES = (1, 100, 1000)
 async def _seed(db: Database) -> None:
     now = datetime.now(UTC)
     orders = 2 * sum(SIZES) + 1  # two batches of each size, and one to warm up with
+    ours = {"merchant_id": DEFAULT_MERCHANT}
+
+    def numbered(row_id: int) -> dict[str, int]:  # SQLite's ids are the writer's to give
+        return {"id": row_id} if db.dialect == "sqlite" else {}
+
     async with db.engine.begin() as conn:
         await conn.execute(
             sa.insert(stock),
             [
-                {"sku": f"S{i}", "quantity": 0, "created_at": now, "updated_at": now}
+                {"sku": f"S{i}", "quantity": 0, "created_at": now, "updated_at": now, **ours}
                 for i in range(50)
             ],
         )
         await conn.execute(
             sa.insert(stock_movements),
             [
-                {"sku": f"S{i}", "delta": 0, "quantity_after": 0, "reason": "set", "at": now}
+                {
+                    **numbered(i + 1),
+                    "sku": f"S{i}",
+                    "delta": 0,
+                    "quantity_after": 0,
+                    "reason": "set",
+                    "at": now,
+                    **ours,
+                }
                 for i in range(50)
             ],
         )
         await conn.execute(
             sa.insert(sync_executions),
             [
-                {"order_no": rakuten(n), "mall": "rakuten", "executed_at": now, "recorded_at": now}
+                {
+                    "order_no": rakuten(n),
+                    "mall": "rakuten",
+                    "executed_at": now,
+                    "recorded_at": now,
+                    **ours,
+                }
                 for n in range(orders)
             ],
         )
@@ -46,6 +71,7 @@ async def _seed(db: Database) -> None:
             sa.insert(sync_execution_lines),
             [
                 {
+                    **ours,
                     "order_no": rakuten(n),
                     "sku": f"S{(n + k * 7) % 50}",
                     "position": k,

@@ -529,10 +529,10 @@ async def arrive_together(
                 await pool.release(connection)
         record = store.record_sync_executions
 
-        async def gated(executions: Any, now: Any, record: Any = record, **kw: Any) -> Any:
+        async def gated(scope: Any, executions: Any, now: Any, record: Any = record) -> Any:
             async with asyncio.timeout(10):
                 await gate.wait()
-            return await record(executions, now, **kw)
+            return await record(scope, executions, now)
 
         monkeypatch.setattr(store, "record_sync_executions", gated)
 

@@ -208,7 +208,13 @@ def new_form_key() -> str:
 
 
 def form_claim(
-    caller: str | None, path: str, form: Mapping[str, str], now: datetime, *, ttl_s: float
+    merchant: str,
+    caller: str | None,
+    path: str,
+    form: Mapping[str, str],
+    now: datetime,
+    *,
+    ttl_s: float,
 ) -> Claim | None:
     """The claim of a posted form on its key (None when it carries none that a form of
     ours could have): the same form is the same path and fields, whatever its CSRF token."""
@@ -218,7 +224,7 @@ def form_claim(
     fields = sorted((name, value) for name, value in form.items() if name not in _NOT_THE_REQUEST)
     request = idempotency.fingerprint("POST", path, urlencode(fields).encode())
     return idempotency.new_claim(
-        caller or "", idempotency.CONSOLE_PREFIX + key, request, now, ttl_s=ttl_s
+        merchant, caller or "", idempotency.CONSOLE_PREFIX + key, request, now, ttl_s=ttl_s
     )
 
 

@@ -141,7 +141,9 @@ async def foreign_data(settings: Settings) -> list[str]:
             for table in tables.metadata.sorted_tables:
                 if table.name not in names:
                     continue
-                if "sku" in table.c:
+                if table is tables.merchants:  # every deployment has `default`
+                    foreign = table.c.merchant_id != tables.DEFAULT_MERCHANT
+                elif "sku" in table.c:
                     foreign = ~table.c.sku.startswith(SKU_PREFIX, autoescape=True)
                 elif "order_no" in table.c:
                     foreign = table.c.order_no.not_in(demo_orders)

@@ -1,7 +1,7 @@
 """Idempotency keys (contract v1.2): a write retried with its key gets its first answer
 again, and takes effect once.
 
-A keyed request runs with a ``Keyed`` in its context, which the store's write sees:
+A keyed request is a ``Keyed``, handed to the store's write in the call's scope (scope.py):
 
 1. **Taken with the effect.** The write takes the caller's key in the unit of its effect and
    keeps there, as the key's *receipt*, what the write returned to the request (on PostgreSQL
@@ -28,8 +28,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -53,35 +52,30 @@ class KeyRow:
     """What the store holds for one caller's key."""
 
     fingerprint: bytes
-    locked_until: datetime | None
     created_at: datetime
     expires_at: datetime
     receipt: bytes | None
 
 
 class KeyState(Enum):
-    FREE = "free"  # absent, forgotten, or a claim whose request died
+    FREE = "free"  # absent, forgotten, or a row left without a receipt
     STORED = "stored"
-    IN_FLIGHT = "in_flight"
 
 
 def state_of(row: KeyRow | None, now: datetime) -> KeyState:
     """Whether a request may take the key now. The keyed PostgreSQL statements check the
     same (tests/test_idempotency.py runs both stores through each state)."""
-    if row is None or row.expires_at <= now:
+    if row is None or row.expires_at <= now or row.receipt is None:
         return KeyState.FREE
-    if row.receipt is not None:
-        return KeyState.STORED
-    if row.locked_until is not None and row.locked_until > now:
-        return KeyState.IN_FLIGHT
-    return KeyState.FREE
+    return KeyState.STORED
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A request's claim on a key. ``now`` is the request's time, kept with the key (a
-    replay renders the time its first answer said)."""
+    """A request's claim on a key of its caller (``owner``) at its merchant. ``now`` is the
+    request's time, kept with the key (a replay renders the time its first answer said)."""
 
+    merchant: str
     owner: str
     key: str
     fingerprint: bytes
@@ -107,26 +101,6 @@ class Keyed:
         self.replayed = 0
 
 
-_keyed: ContextVar[Keyed | None] = ContextVar("keyed", default=None)
-
-
-def keyed() -> Keyed | None:
-    """The keyed request the running task serves, if any."""
-    return _keyed.get()
-
-
-def request_time() -> datetime:
-    """The time of the running request: a keyed one's is its key's (see Claim)."""
-    request = _keyed.get()
-    return request.claim.now if request is not None else datetime.now(UTC)
-
-
-def replaying() -> bool:
-    """Whether the running task renders a replay (which counts nothing)."""
-    request = _keyed.get()
-    return request is not None and request.receipt is not None
-
-
 class KeyHeld(Exception):
     """Raised by a keyed write that found the key held (``Keyed.held``): it did nothing."""
 
@@ -139,10 +113,10 @@ def refuse(request: Keyed) -> KeyHeld:
 
 class KeyStore(Protocol):
     """The part of the store that keeps keys (store/ implements it per database); its
-    writes take the key of the running ``Keyed`` request."""
+    writes take the key of the ``Keyed`` request in their scope."""
 
-    async def key(self, owner: str, key: str) -> KeyRow | None:
-        """What holds the caller's key, as it stands."""
+    async def key(self, merchant: str, owner: str, key: str) -> KeyRow | None:
+        """What holds the caller's key at the merchant, as it stands."""
 
     async def purge_keys(self, now: datetime, limit: int) -> int:
         """Remove up to ``limit`` forgotten keys; how many were removed."""
@@ -181,9 +155,13 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return digest.digest()
 
 
-def new_claim(owner: str, key: str, request: bytes, now: datetime, *, ttl_s: float) -> Claim:
-    """A fresh claim by ``owner`` on ``key`` for the request whose fingerprint is ``request``."""
+def new_claim(
+    merchant: str, owner: str, key: str, request: bytes, now: datetime, *, ttl_s: float
+) -> Claim:
+    """A fresh claim by ``owner`` at ``merchant`` on ``key`` for the request whose
+    fingerprint is ``request``."""
     return Claim(
+        merchant=merchant,
         owner=owner,
         key=key,
         fingerprint=request,
@@ -234,29 +212,29 @@ class Outcome(Enum):
 
 
 async def once(
-    store: KeyStore, claim: Claim, now: datetime, work: Callable[[], Awaitable[T]]
+    store: KeyStore, claim: Claim, now: datetime, work: Callable[[Keyed], Awaitable[T]]
 ) -> tuple[Outcome, T]:
-    """Answer a keyed request: run ``work``, whose write takes the key; or, when the key is
-    held, replay the receipt it holds. Raises KeyReused (422) or KeyInFlight (409)."""
+    """Answer a keyed request: run ``work`` as the request, whose write takes the key; or,
+    when the key is held, run it as the replay of the receipt the key holds. Raises
+    KeyReused (422) or KeyInFlight (409)."""
     first = Keyed(claim)
     with contextlib.suppress(KeyHeld):  # (the app lets it through, as it does defects)
-        answer = await _serving(first, work)
+        answer = await work(first)
     if not first.held:
         return Outcome.ANSWERED, answer
-    held = await store.key(claim.owner, claim.key)
-    state = state_of(held, now)
-    if held is not None and state is not KeyState.FREE and held.fingerprint != claim.fingerprint:
-        raise KeyReused()
-    if held is None or held.receipt is None or state is not KeyState.STORED:
+    held = await store.key(claim.merchant, claim.owner, claim.key)
+    if held is None or state_of(held, now) is not KeyState.STORED:
         raise KeyInFlight()  # in the write of another request (or it just failed)
+    if held.fingerprint != claim.fingerprint:
+        raise KeyReused()
     first_time = replace(claim, now=held.created_at)
-    return Outcome.REPLAYED, await _serving(Keyed(first_time, receipt=held.receipt), work)
+    return Outcome.REPLAYED, await work(Keyed(first_time, receipt=held.receipt))
 
 
 async def once_waiting(
     store: KeyStore,
     claim: Claim,
-    work: Callable[[], Awaitable[T]],
+    work: Callable[[Keyed], Awaitable[T]],
     *,
     wait_s: float,
     poll_s: float = 0.05,
@@ -277,21 +255,6 @@ async def once_waiting(
         # claim whose request died lapses for it.
         now = datetime.now(UTC)
         claim = replace(claim, now=now, expires_at=claim.expires_at + (now - claim.now))
-
-
-async def _serving(request: Keyed, work: Callable[[], Awaitable[T]]) -> T:
-    with serving(request):
-        return await work()
-
-
-@contextlib.contextmanager
-def serving(request: Keyed) -> Iterator[Keyed]:
-    """Run what the block runs as ``request``: its writes take its key (or replay)."""
-    token = _keyed.set(request)
-    try:
-        yield request
-    finally:
-        _keyed.reset(token)
 
 
 PURGE_BATCH = 1000

@@ -25,7 +25,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from restock_service import idempotency
 from restock_service.rules import BatchResult
 from restock_service.store import PoolWatch
 
@@ -181,8 +180,6 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid(), self.directory)  # type: ignore[no-untyped-call]
 
     def count_orders(self, batch: BatchResult) -> None:
-        if idempotency.replaying():  # counted when first answered
-            return
         counts = collections.Counter(result.decision.code.value for result in batch.results)
         for code, count in counts.items():
             self.orders.labels(batch.mall.value, code).inc(count)

@@ -7,7 +7,7 @@ it reads, and applies them in one unit of work (see store/).
 import logging
 from datetime import datetime
 
-from restock_service import cursors, idempotency
+from restock_service import cursors
 from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.messages import Mall, RestockStatus
 from restock_service.rules import (
@@ -19,13 +19,14 @@ from restock_service.rules import (
     order_no_problems,
 )
 from restock_service.schemas import ResolutionIn, RestockPage, RestockRecordOut, RestockRequest
+from restock_service.scope import Scope
 from restock_service.store import Store
 
 log = logging.getLogger(__name__)
 
 
 async def restock_batch(
-    store: Store, request: RestockRequest, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, request: RestockRequest, now: datetime
 ) -> BatchResult:
     """Decide each order of ``request`` and restore the ones rule 8 allows, atomically."""
     problems = order_no_problems(
@@ -38,7 +39,7 @@ async def restock_batch(
     candidates = [o.order_no for o in request.orders if o.mall_cancel_succeeded]
     decided: dict[str, Decision] = {}
     if request.restore_stock and candidates:
-        decided = await store.restock(request.mall, candidates, now, actor=actor)
+        decided = await store.restock(scope, request.mall, candidates, now)
 
     results = tuple(
         OrderResult(
@@ -55,15 +56,17 @@ async def restock_batch(
         )
         for o in request.orders
     )
-    replayed = idempotency.replaying()  # the decisions of the first answer, told again
+    replayed = scope.replaying  # the decisions of the first answer, told again
     for r in results:
         log.info(
-            "restock decision order_no=%s mall=%s code=%s%s",
+            "restock decision merchant=%s order_no=%s mall=%s code=%s%s",
+            scope.merchant,
             r.order_no,
             request.mall.value,
             r.decision.code.value,
             " (replayed)" if replayed else "",
             extra={
+                "merchant_id": scope.merchant,
                 "order_no": r.order_no,
                 "mall": request.mall.value,
                 "code": r.decision.code,
@@ -78,9 +81,9 @@ async def restock_batch(
     return BatchResult(request.mall, results, messages)
 
 
-async def get_restock(store: Store, order_no: str) -> RestockRecordOut:
+async def get_restock(store: Store, scope: Scope, order_no: str) -> RestockRecordOut:
     """The recorded restock of ``order_no``, with its lines."""
-    record = await store.restock_record(order_no)
+    record = await store.restock_record(scope, order_no)
     if record is None:
         raise NotFound(f"no restock is recorded for order {order_no}")
     return record
@@ -91,6 +94,7 @@ LIST_CURSOR = "restocks"
 
 async def list_restocks(
     store: Store,
+    scope: Scope,
     *,
     status: RestockStatus | None,
     mall: Mall | None,
@@ -101,7 +105,9 @@ async def list_restocks(
     after: tuple[datetime, str] | None = None
     if cursor is not None:
         after = cursors.decode(cursor, LIST_CURSOR, (datetime, str), param="cursor")
-    records = await store.restock_records(status=status, mall=mall, after=after, limit=limit + 1)
+    records = await store.restock_records(
+        scope, status=status, mall=mall, after=after, limit=limit + 1
+    )
     page = records[:limit]
     last = page[-1] if len(records) > limit else None
     return RestockPage(
@@ -111,11 +117,11 @@ async def list_restocks(
 
 
 async def resolve_restock(
-    store: Store, order_no: str, resolution: ResolutionIn, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, order_no: str, resolution: ResolutionIn, now: datetime
 ) -> RestockRecordOut:
     """Mark a failed restock as settled by hand; stock is not touched."""
     settled = await store.resolve_restock(
-        order_no, resolution.note, resolution.resolved_by, now, actor=actor
+        scope, order_no, resolution.note, resolution.resolved_by, now
     )
     if settled is None:
         raise NotFound(f"no restock is recorded for order {order_no}")

@@ -24,36 +24,37 @@ from restock_service.schemas import (
     SyncExecutionIn,
     SyncExecutionOut,
 )
+from restock_service.scope import Scope
 from restock_service.store import LedgerPosition, Store
 
 
 async def set_quantity(
-    store: Store, sku: str, quantity: int, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, sku: str, quantity: int, now: datetime
 ) -> StockOut:
     """Register ``sku`` or set its quantity, writing the difference to the ledger."""
-    return await store.set_stock(sku, quantity, now, actor=actor)
+    return await store.set_stock(scope, sku, quantity, now)
 
 
-async def get_stock(store: Store, sku: str) -> StockOut:
-    found = await store.stock(sku)
+async def get_stock(store: Store, scope: Scope, sku: str) -> StockOut:
+    found = await store.stock(scope, sku)
     if found is None:
         raise NotFound(f"sku {sku!r} is not registered")
     return found
 
 
-async def delete_stock(store: Store, sku: str, now: datetime, *, actor: str | None) -> None:
+async def delete_stock(store: Store, scope: Scope, sku: str, now: datetime) -> None:
     """Remove ``sku`` from the inventory sync; the ledger takes its quantity down to zero."""
-    if not await store.delete_stock(sku, now, actor=actor):
+    if not await store.delete_stock(scope, sku, now):
         raise NotFound(f"sku {sku!r} is not registered")
 
 
 async def adjust_stock(
-    store: Store, sku: str, adjustment: AdjustmentIn, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, sku: str, adjustment: AdjustmentIn, now: datetime
 ) -> StockOut:
     """The merchant's manual adjustment (在庫連携で手動調整), written to the ledger."""
     adjusted = await store.adjust_stock(
-        sku, adjustment.delta, adjustment.reason, adjustment.order_no, now,
-        limit=ADJUSTED_QUANTITY_LIMIT, actor=actor,
+        scope, sku, adjustment.delta, adjustment.reason, adjustment.order_no, now,
+        limit=ADJUSTED_QUANTITY_LIMIT,
     )  # fmt: skip
     if adjusted is None:
         raise NotFound(f"sku {sku!r} is not registered")
@@ -77,13 +78,13 @@ def _execution_problems(
 
 
 async def record_sync_execution(
-    store: Store, execution: SyncExecutionIn, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, execution: SyncExecutionIn, now: datetime
 ) -> SyncExecutionOut:
     """Record that the inventory sync processed an order, and deduct its lines from stock."""
     problems = _execution_problems(execution)
     if problems:
         raise InvalidRequest(problems)
-    (decision,) = await store.record_sync_executions([execution], now, actor=actor)
+    (decision,) = await store.record_sync_executions(scope, [execution], now)
     if decision.code is SyncCode.ALREADY_RECORDED:
         raise Conflict(f"order {execution.order_no} already has a sync execution")
     if decision.code is SyncCode.SKU_NOT_REGISTERED:
@@ -104,7 +105,7 @@ async def record_sync_execution(
 
 
 async def record_sync_batch(
-    store: Store, batch: SyncBatchIn, now: datetime, *, actor: str | None
+    store: Store, scope: Scope, batch: SyncBatchIn, now: datetime
 ) -> SyncBatchOut:
     """Record many processed orders at once; each is decided and applied on its own."""
     problems = [
@@ -117,14 +118,12 @@ async def record_sync_batch(
     )
     if problems:
         raise InvalidRequest(problems)
-    decisions: list[SyncDecision] = await store.record_sync_executions(
-        batch.executions, now, actor=actor
-    )
+    decisions: list[SyncDecision] = await store.record_sync_executions(scope, batch.executions, now)
     return SyncBatchOut.of(decisions)
 
 
-async def get_sync_execution(store: Store, order_no: str) -> SyncExecutionOut:
-    found = await store.sync_execution(order_no)
+async def get_sync_execution(store: Store, scope: Scope, order_no: str) -> SyncExecutionOut:
+    found = await store.sync_execution(scope, order_no)
     if found is None:
         raise NotFound(f"order {order_no} has no sync execution")
     return found
@@ -135,10 +134,12 @@ async def get_sync_execution(store: Store, order_no: str) -> SyncExecutionOut:
 MOVEMENTS_CURSOR = "movements"
 
 
-async def list_movements(store: Store, sku: str, *, limit: int, cursor: str | None) -> MovementPage:
+async def list_movements(
+    store: Store, scope: Scope, sku: str, *, limit: int, cursor: str | None
+) -> MovementPage:
     """A sku's ledger, oldest first; 404 only for a sku that never existed."""
     after = cursors.decode(cursor, MOVEMENTS_CURSOR, (int,), param="cursor")[0] if cursor else 0
-    rows = await store.movements(sku, after, limit + 1)
+    rows = await store.movements(scope, sku, after, limit + 1)
     if rows is None:
         raise NotFound(f"sku {sku!r} has never been registered")
     page = rows[:limit]
@@ -153,7 +154,9 @@ CHANGES_CURSOR = "changes"
 CHANGES_WINDOW = 8
 
 
-async def stock_changes(store: Store, *, after: str | None, limit: int) -> StockChangesPage:
+async def stock_changes(
+    store: Store, scope: Scope, *, after: str | None, limit: int
+) -> StockChangesPage:
     """Each sku changed after the cursor, once, with its current quantity.
 
     Each call reads a bounded window of the ledger after the cursor, in the feed's order
@@ -164,7 +167,7 @@ async def stock_changes(store: Store, *, after: str | None, limit: int) -> Stock
     position = (
         cursors.decode(after, CHANGES_CURSOR, (int, int), param="after") if after else (-1, 0)
     )
-    window = await store.ledger_window(position, limit * CHANGES_WINDOW)
+    window = await store.ledger_window(scope, position, limit * CHANGES_WINDOW)
     # Each sku at its latest change in the window; skus in the order of those changes.
     latest: dict[str, LedgerPosition] = {}
     for row in window:
@@ -175,7 +178,7 @@ async def stock_changes(store: Store, *, after: str | None, limit: int) -> Stock
         reached = (latest[page[-1]].txid, latest[page[-1]].id)
     else:
         reached = (window[-1].txid, window[-1].id) if window else position
-    quantities = await store.quantities(page) if page else {}
+    quantities = await store.quantities(scope, page) if page else {}
     return StockChangesPage(
         items=[
             StockChange(

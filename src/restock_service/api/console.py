@@ -21,12 +21,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from pydantic import ValidationError
 
 from restock_service import console, cursors, idempotency, restock, stock
-from restock_service.api.deps import utcnow
 from restock_service.api.errors import unavailable
 from restock_service.console import Console, FormErrors, Session, text
 from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.faults import DATABASE_ERRORS
-from restock_service.idempotency import Claim
+from restock_service.idempotency import Claim, Keyed
 from restock_service.messages import Code, Mall, RestockStatus
 from restock_service.schemas import (
     ORDER_NO_PATTERN,
@@ -34,7 +33,9 @@ from restock_service.schemas import (
     AdjustmentIn,
     ResolutionIn,
 )
+from restock_service.scope import Scope
 from restock_service.store import Store
+from restock_service.tables import DEFAULT_MERCHANT
 
 T = TypeVar("T")
 
@@ -234,7 +235,12 @@ async def _writer(request: Request) -> tuple[Session, dict[str, str], Claim]:
     if not _state(request).parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         raise _Answer(_error_page(request, 403, text("csrf"), session=session))
     claim = console.form_claim(
-        session.name, request.url.path, form, datetime.now(UTC), ttl_s=_state(request).key_ttl_s
+        _scope(session).merchant,
+        session.name,
+        request.url.path,
+        form,
+        datetime.now(UTC),
+        ttl_s=_state(request).key_ttl_s,
     )
     if claim is None:
         raise _Answer(_error_page(request, 400, text("form_stale"), session=session))
@@ -243,20 +249,33 @@ async def _writer(request: Request) -> tuple[Session, dict[str, str], Claim]:
 
 async def _once(
     request: Request,
+    session: Session,
     claim: Claim,
-    work: Callable[[], Awaitable[T]],
+    work: Callable[[Scope], Awaitable[T]],
     refused: Callable[[int, str], Awaitable[Response]],
 ) -> T:
     """Run a form's write at most once (idempotency.once, with the form's key): a second
     post of the form replays the first one's answer; the key with other fields, or a first
     post that stays in its write, is ``refused`` (status, message) with nothing done."""
+
+    async def keyed(form: Keyed) -> T:
+        return await work(_scope(session, form))
+
     try:
-        _, answer = await idempotency.once_waiting(_store(request), claim, work, wait_s=FORM_WAIT_S)
+        _, answer = await idempotency.once_waiting(
+            _store(request), claim, keyed, wait_s=FORM_WAIT_S
+        )
     except idempotency.KeyReused:
         raise _Answer(await refused(422, text("form_reused"))) from None
     except idempotency.KeyInFlight:
         raise _Answer(await refused(409, text("form_in_flight"))) from None
     return answer
+
+
+def _scope(session: Session, form: Keyed | None = None) -> Scope:
+    """The scope of a page or a form's write: the session's merchant, its name as the
+    actor, and the form's key."""
+    return Scope(DEFAULT_MERCHANT, session.name, form)
 
 
 def _client_address(request: Request) -> str:
@@ -424,13 +443,14 @@ async def logout(request: Request) -> Response:
 async def home(request: Request) -> Response:
     """Open failures by mall, newest first, and the latest restock outcomes."""
     session = _signed_in(request)
-    store = _store(request)
-    counts = await store.failure_counts()
+    store, scope = _store(request), _scope(session)
+    counts = await store.failure_counts(scope)
     by_mall = [
         (
             mall,
             counts.get(mall, 0),
             await store.restock_records(
+                scope,
                 status=RestockStatus.FAILED,
                 mall=mall,
                 after=None,
@@ -442,7 +462,7 @@ async def home(request: Request) -> Response:
         if counts.get(mall, 0)
     ]
     recent = await store.restock_records(
-        status=None, mall=None, after=None, limit=HOME_RECENT, newest_first=True
+        scope, status=None, mall=None, after=None, limit=HOME_RECENT, newest_first=True
     )
     return _render(
         request,
@@ -469,6 +489,7 @@ async def failures(
     except (ValueError, InvalidRequest):
         return _error_page(request, 400, text("bad_query"), session)
     records = await _store(request).restock_records(
+        _scope(session),
         status=RestockStatus.FAILED, mall=chosen, after=after, limit=PAGE_SIZE + 1,
         newest_first=True,
     )  # fmt: skip
@@ -499,11 +520,12 @@ async def _order_page(
     **context: Any,
 ) -> HTMLResponse:
     store = _store(request)
-    record = await store.restock_record(order_no)
-    sync = await store.sync_execution(order_no)
-    movements = await store.order_movements(order_no)
+    scope = _scope(session)
+    record = await store.restock_record(scope, order_no)
+    sync = await store.sync_execution(scope, order_no)
+    movements = await store.order_movements(scope, order_no)
     skus = [line.sku for line in record.items] if record else []
-    quantities = await store.quantities(skus) if skus else {}
+    quantities = await store.quantities(scope, skus) if skus else {}
     story = console.order_story(order_no, record, sync, movements, quantities)
     if not story.exists:
         _not_found(request, session, text("not_found_order"))
@@ -549,9 +571,10 @@ async def order_action(request: Request, order_no: str) -> Response:
         )
         await _once(
             request,
+            session,
             claim,
-            lambda: restock.resolve_restock(
-                _store(request), order_no, body, utcnow(), actor=session.name
+            lambda scope: restock.resolve_restock(
+                _store(request), scope, order_no, body, scope.now()
             ),
             refused,
         )
@@ -563,7 +586,7 @@ async def order_action(request: Request, order_no: str) -> Response:
             request, session, order_no, 404, error=text("no_record"), values=values
         )
     except Conflict:
-        record = await _store(request).restock_record(order_no)
+        record = await _store(request).restock_record(_scope(session), order_no)
         status = console.STATUS_LABEL[record.status] if record else ""
         return await _order_page(
             request, session, order_no, 409, error=text("not_failed", status=status), values=values
@@ -610,8 +633,9 @@ async def _adjust(
         body = AdjustmentIn.model_validate(console.adjustment_body(form))
         result = await _once(
             request,
+            session,
             claim,
-            lambda: stock.adjust_stock(_store(request), sku, body, utcnow(), actor=session.name),
+            lambda scope: stock.adjust_stock(_store(request), scope, sku, body, scope.now()),
             refused,
         )
     except ValidationError as exc:
@@ -633,12 +657,14 @@ async def _sku_page(
 ) -> HTMLResponse:
     store = _store(request)
     try:
-        movements = await stock.list_movements(store, sku, limit=PAGE_SIZE, cursor=cursor)
+        movements = await stock.list_movements(
+            store, _scope(session), sku, limit=PAGE_SIZE, cursor=cursor
+        )
     except NotFound:
         _not_found(request, session, text("not_found_sku"))
     except InvalidRequest:
         raise _Answer(_error_page(request, 400, text("bad_query"), session)) from None
-    current = await store.stock(sku)
+    current = await store.stock(_scope(session), sku)
     next_url = None
     if movements.next_cursor:
         next_url = (

@@ -1,15 +1,15 @@
 """Request-scoped dependencies and the route parameters shared by several routers."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 
-from restock_service import idempotency
 from restock_service.access import Caller
-from restock_service.api.middleware import CALLER
+from restock_service.api.middleware import CALLER, KEYED, MERCHANT
+from restock_service.idempotency import Keyed
 from restock_service.metrics import Metrics
 from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
+from restock_service.scope import Scope
 from restock_service.store import Store
 
 
@@ -24,19 +24,18 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_actor(request: Request) -> str | None:
-    """The name of the API key that sent the request (None when no keys are configured)."""
+async def get_scope(request: Request) -> Scope:
+    """The request's scope: the merchant the Gate found it is for, the name of the API key
+    that sent it (None when no keys are configured), and its keyed write, if any (set by
+    api/idempotent.py)."""
     caller: Caller | None = request.scope.get(CALLER)
-    return caller.name if caller is not None else None
-
-
-def utcnow() -> datetime:
-    return idempotency.request_time()
+    keyed: Keyed | None = request.scope.get(KEYED)
+    return Scope(request.scope[MERCHANT], caller.name if caller else None, keyed)
 
 
 DB = Annotated[Store, Depends(get_store)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
-Actor = Annotated[str | None, Depends(get_actor)]
+Scoped = Annotated[Scope, Depends(get_scope)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the previous page.")

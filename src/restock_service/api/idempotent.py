@@ -1,9 +1,10 @@
 """Idempotency keys at the HTTP edge: a keyed write is answered by ``idempotency.once``.
 
-``Idempotent`` sits behind the Gate (the body is read and the caller known) and in front of
-both ways a request is answered (ShortWay and FastAPI), so every write route gets keys by
-this one mechanism. It runs the rest of the app as the keyed request, whose write takes the
-key with its effect, and holds the answer back: a request that found the key held is run
+``Idempotent`` sits behind the Gate (the body is read, the caller and merchant known) and in
+front of both ways a request is answered (ShortWay and FastAPI), so every write route gets
+keys by this one mechanism. It runs the rest of the app as the keyed request (``KEYED`` in
+the ASGI scope, which the request's Scope carries to the store), whose write takes the key
+with its effect, and holds the answer back: a request that found the key held is run
 again as the replay of the receipt the key holds (idempotency.once).
 """
 
@@ -18,6 +19,8 @@ from restock_service.access import Caller
 from restock_service.api.errors import problem_for
 from restock_service.api.middleware import (
     CALLER,
+    KEYED,
+    MERCHANT,
     ASGIApp,
     Message,
     Receive,
@@ -90,6 +93,7 @@ class Idempotent:
             now = datetime.now(UTC)
             caller: Caller | None = scope.get(CALLER)
             claim = idempotency.new_claim(
+                scope[MERCHANT],
                 caller.name if caller else "",
                 key,
                 idempotency.fingerprint(scope["method"], scope["path"], body),
@@ -97,8 +101,9 @@ class Idempotent:
                 ttl_s=self.settings.idempotency_ttl_s,
             )
 
-            async def work() -> _Held:
+            async def work(keyed: idempotency.Keyed) -> _Held:
                 held = _Held()
+                scope[KEYED] = keyed  # the first answer's, then the replay's
                 await self.app(scope, replay(body, receive), held.send)
                 return held
 

@@ -19,6 +19,7 @@ from restock_service.drain import Drain
 from restock_service.errors import InvalidRequest
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
+from restock_service.tables import DEFAULT_MERCHANT
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = b"x-request-id"
 CONSOLE = "/console"
 CALLER = "restock.caller"  # the scope's key for the access.Caller of a request
+MERCHANT = "restock.merchant"  # … for the merchant_id the request is for
+KEYED = "restock.keyed"  # … for its idempotency.Keyed write (api/idempotent.py)
 _REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -146,6 +149,7 @@ class Gate:
                     message["headers"].append((b"connection", b"close"))
             await send(message)
 
+        scope[MERCHANT] = DEFAULT_MERCHANT
         try:
             refusal = self._refusal(scope)
             if refusal is not None:

@@ -5,13 +5,12 @@ from fastapi import APIRouter
 from restock_service import restock
 from restock_service.api.deps import (
     DB,
-    Actor,
     AppMetrics,
     Cursor,
     Limit,
     OrderNoPath,
+    Scoped,
     problems,
-    utcnow,
 )
 from restock_service.api.routing import FastRoute
 from restock_service.messages import Mall, RestockStatus
@@ -28,30 +27,34 @@ router = APIRouter(tags=["restocks"], route_class=FastRoute)
 
 @router.post("/restocks", operation_id="createRestocks", responses=problems())
 async def create_restocks(
-    body: RestockRequest, db: DB, metrics: AppMetrics, actor: Actor
+    body: RestockRequest, db: DB, metrics: AppMetrics, scope: Scoped
 ) -> RestockBatchOut:
     """Restore each cancelled order's synced stock, at most once per order."""
-    batch = await restock.restock_batch(db, body, utcnow(), actor=actor)
-    metrics.count_orders(batch)
+    batch = await restock.restock_batch(db, scope, body, scope.now())
+    if not scope.replaying:  # counted when first answered
+        metrics.count_orders(batch)
     return RestockBatchOut.of(batch)
 
 
 @router.get("/restocks", operation_id="listRestocks", responses=problems())
 async def list_restocks(
     db: DB,
+    scope: Scoped,
     status: RestockStatus | None = None,
     mall: Mall | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> RestockPage:
     """List recorded restocks, oldest first, one keyset page at a time."""
-    return await restock.list_restocks(db, status=status, mall=mall, limit=limit, cursor=cursor)
+    return await restock.list_restocks(
+        db, scope, status=status, mall=mall, limit=limit, cursor=cursor
+    )
 
 
 @router.get("/restocks/{order_no}", operation_id="getRestock", responses=problems(404))
-async def get_restock(order_no: OrderNoPath, db: DB) -> RestockRecordOut:
+async def get_restock(order_no: OrderNoPath, db: DB, scope: Scoped) -> RestockRecordOut:
     """Read the restock recorded for an order."""
-    return await restock.get_restock(db, order_no)
+    return await restock.get_restock(db, scope, order_no)
 
 
 @router.post(
@@ -60,7 +63,7 @@ async def get_restock(order_no: OrderNoPath, db: DB) -> RestockRecordOut:
     responses=problems(404, 409),
 )
 async def resolve_restock(
-    order_no: OrderNoPath, body: ResolutionIn, db: DB, actor: Actor
+    order_no: OrderNoPath, body: ResolutionIn, db: DB, scope: Scoped
 ) -> RestockRecordOut:
     """Mark a failed restock as settled by hand; changes no stock."""
-    return await restock.resolve_restock(db, order_no, body, utcnow(), actor=actor)
+    return await restock.resolve_restock(db, scope, order_no, body, scope.now())

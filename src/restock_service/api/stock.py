@@ -5,13 +5,12 @@ from fastapi import APIRouter, Response, status
 from restock_service import stock
 from restock_service.api.deps import (
     DB,
-    Actor,
     Cursor,
     Limit,
     OrderNoPath,
+    Scoped,
     SkuPath,
     problems,
-    utcnow,
 )
 from restock_service.api.routing import FastRoute
 from restock_service.schemas import (
@@ -30,15 +29,15 @@ router = APIRouter(route_class=FastRoute)
 
 
 @router.put("/stock/{sku}", operation_id="putStock", tags=["stock"], responses=problems())
-async def put_stock(sku: SkuPath, body: StockPut, db: DB, actor: Actor) -> StockOut:
+async def put_stock(sku: SkuPath, body: StockPut, db: DB, scope: Scoped) -> StockOut:
     """Register a sku, or set its quantity."""
-    return await stock.set_quantity(db, sku, body.quantity, utcnow(), actor=actor)
+    return await stock.set_quantity(db, scope, sku, body.quantity, scope.now())
 
 
 @router.get("/stock/{sku}", operation_id="getStock", tags=["stock"], responses=problems(404))
-async def get_stock(sku: SkuPath, db: DB) -> StockOut:
+async def get_stock(sku: SkuPath, db: DB, scope: Scoped) -> StockOut:
     """Read a sku's quantity."""
-    return await stock.get_stock(db, sku)
+    return await stock.get_stock(db, scope, sku)
 
 
 @router.delete(
@@ -49,9 +48,9 @@ async def get_stock(sku: SkuPath, db: DB) -> StockOut:
     response_class=Response,
     responses=problems(404),
 )
-async def delete_stock(sku: SkuPath, db: DB, actor: Actor) -> None:
+async def delete_stock(sku: SkuPath, db: DB, scope: Scoped) -> None:
     """Remove a sku from the inventory sync."""
-    await stock.delete_stock(db, sku, utcnow(), actor=actor)
+    await stock.delete_stock(db, scope, sku, scope.now())
 
 
 @router.post(
@@ -60,9 +59,9 @@ async def delete_stock(sku: SkuPath, db: DB, actor: Actor) -> None:
     tags=["stock"],
     responses=problems(404),
 )
-async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB, actor: Actor) -> StockOut:
+async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB, scope: Scoped) -> StockOut:
     """Adjust a sku's quantity by hand (在庫連携で手動調整)."""
-    return await stock.adjust_stock(db, sku, body, utcnow(), actor=actor)
+    return await stock.adjust_stock(db, scope, sku, body, scope.now())
 
 
 @router.get(
@@ -72,20 +71,21 @@ async def adjust_stock(sku: SkuPath, body: AdjustmentIn, db: DB, actor: Actor) -
     responses=problems(404),
 )
 async def list_movements(
-    sku: SkuPath, db: DB, limit: Limit = 100, cursor: Cursor = None
+    sku: SkuPath, db: DB, scope: Scoped, limit: Limit = 100, cursor: Cursor = None
 ) -> MovementPage:
     """List a sku's ledger, oldest first."""
-    return await stock.list_movements(db, sku, limit=limit, cursor=cursor)
+    return await stock.list_movements(db, scope, sku, limit=limit, cursor=cursor)
 
 
 @router.get("/stock-changes", operation_id="listStockChanges", tags=["stock"], responses=problems())
 async def stock_changes(
     db: DB,
+    scope: Scoped,
     after: Cursor = None,
     limit: Limit = 100,
 ) -> StockChangesPage:
     """What the periodic sync must push: each sku changed after the cursor, once."""
-    return await stock.stock_changes(db, after=after, limit=limit)
+    return await stock.stock_changes(db, scope, after=after, limit=limit)
 
 
 @router.post(
@@ -95,9 +95,9 @@ async def stock_changes(
     status_code=status.HTTP_201_CREATED,
     responses=problems(409),
 )
-async def create_sync_execution(body: SyncExecutionIn, db: DB, actor: Actor) -> SyncExecutionOut:
+async def create_sync_execution(body: SyncExecutionIn, db: DB, scope: Scoped) -> SyncExecutionOut:
     """Record a sync execution and deduct its lines from stock, in one transaction."""
-    return await stock.record_sync_execution(db, body, utcnow(), actor=actor)
+    return await stock.record_sync_execution(db, scope, body, scope.now())
 
 
 @router.post(
@@ -106,9 +106,9 @@ async def create_sync_execution(body: SyncExecutionIn, db: DB, actor: Actor) -> 
     tags=["sync executions"],
     responses=problems(),
 )
-async def create_sync_executions(body: SyncBatchIn, db: DB, actor: Actor) -> SyncBatchOut:
+async def create_sync_executions(body: SyncBatchIn, db: DB, scope: Scoped) -> SyncBatchOut:
     """Record many sync executions; each order is recorded, or left alone, on its own."""
-    return await stock.record_sync_batch(db, body, utcnow(), actor=actor)
+    return await stock.record_sync_batch(db, scope, body, scope.now())
 
 
 @router.get(
@@ -117,6 +117,6 @@ async def create_sync_executions(body: SyncBatchIn, db: DB, actor: Actor) -> Syn
     tags=["sync executions"],
     responses=problems(404),
 )
-async def get_sync_execution(order_no: OrderNoPath, db: DB) -> SyncExecutionOut:
+async def get_sync_execution(order_no: OrderNoPath, db: DB, scope: Scoped) -> SyncExecutionOut:
     """Read an order's sync execution (its snapshot lines)."""
-    return await stock.get_sync_execution(db, order_no)
+    return await stock.get_sync_execution(db, scope, order_no)

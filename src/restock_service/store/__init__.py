@@ -28,6 +28,7 @@ from restock_service.schemas import (
     SyncExecutionIn,
     SyncExecutionOut,
 )
+from restock_service.scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +72,25 @@ UNWATCHED = PoolWatch(_Uncounted(), _Uncounted())
 class Store(KeyStore, SignOuts, Protocol):
     """What the services need from a database. Each write is one unit: all or nothing.
 
-    In a keyed request (idempotency.py) a write takes the key in its unit and keeps its
-    receipt there, or raises KeyHeld; in a replay it answers from the receipt.
+    Every call on a merchant's data takes the call's ``Scope`` (scope.py): it reads and
+    writes that merchant's rows only, and its writes record the scope's actor on each ledger
+    row and on a resolution. In a keyed scope a write takes the key in its unit and keeps
+    its receipt there, or raises KeyHeld; in a replay it answers from the receipt.
     """
 
     settings: Settings
 
-    # Every write records its ``actor``: the name of the API key that made it (None without
-    # keys), on each ledger row and on a resolution.
-
     # Restocks
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
+        self, scope: Scope, mall: Mall, order_nos: Sequence[str], now: datetime
     ) -> dict[str, Decision]:
         """Decide rules 3 to 8 for orders whose mall cancel succeeded; apply each once."""
 
-    async def restock_record(self, order_no: str) -> RestockRecordOut | None: ...
+    async def restock_record(self, scope: Scope, order_no: str) -> RestockRecordOut | None: ...
 
     async def restock_records(
         self,
+        scope: Scope,
         *,
         status: RestockStatus | None,
         mall: Mall | None,
@@ -100,26 +101,25 @@ class Store(KeyStore, SignOuts, Protocol):
         """Records oldest ``requested_at`` first (or newest first), after the keyset position
         ``after``."""
 
-    async def failure_counts(self) -> dict[Mall, int]:
+    async def failure_counts(self, scope: Scope) -> dict[Mall, int]:
         """How many restocks are failed (not resolved), by mall."""
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
+        self, scope: Scope, order_no: str, note: str, resolved_by: str, now: datetime
     ) -> RestockRecordOut | RestockStatus | None:
         """The settled record; or, when it was not failed, its status; None when absent."""
 
     # Stock
-    async def set_stock(
-        self, sku: str, quantity: int, now: datetime, *, actor: str | None
-    ) -> StockOut: ...
+    async def set_stock(self, scope: Scope, sku: str, quantity: int, now: datetime) -> StockOut: ...
 
-    async def stock(self, sku: str) -> StockOut | None: ...
+    async def stock(self, scope: Scope, sku: str) -> StockOut | None: ...
 
-    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
+    async def delete_stock(self, scope: Scope, sku: str, now: datetime) -> bool:
         """False when the sku is not registered."""
 
     async def adjust_stock(
         self,
+        scope: Scope,
         sku: str,
         delta: int,
         note: str,
@@ -127,31 +127,34 @@ class Store(KeyStore, SignOuts, Protocol):
         now: datetime,
         *,
         limit: int,
-        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         """The stock after the adjustment and True; the stock as it stands and False when
         the quantity would pass ``limit`` either way; None when the sku is not registered."""
 
-    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
+    async def movements(
+        self, scope: Scope, sku: str, after_id: int, limit: int
+    ) -> list[MovementOut] | None:
         """A page of the sku's ledger; None for a sku that never existed."""
 
-    async def order_movements(self, order_no: str) -> list[MovementOut]:
+    async def order_movements(self, scope: Scope, order_no: str) -> list[MovementOut]:
         """The ledger rows that name the order, on the skus of its sync execution and its
         restock, oldest first."""
 
-    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+    async def ledger_window(
+        self, scope: Scope, after: tuple[int, int], limit: int
+    ) -> list[LedgerPosition]:
         """Ledger rows after a feed position that no later commit can precede."""
 
-    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
+    async def quantities(self, scope: Scope, skus: Sequence[str]) -> dict[str, int]:
         """The registered skus among ``skus`` with their quantities."""
 
     # Sync executions
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
+        self, scope: Scope, executions: Sequence[SyncExecutionIn], now: datetime
     ) -> list[SyncDecision]:
         """Record each execution that rules.decide_sync records; decisions in request order."""
 
-    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None: ...
+    async def sync_execution(self, scope: Scope, order_no: str) -> SyncExecutionOut | None: ...
 
     # The service
     async def schema_revision(self) -> str | None: ...
@@ -219,10 +222,9 @@ def _record(record: Mapping[Any, Any], lines: Sequence[Mapping[Any, Any]]) -> Re
 
 def key_row(row: Mapping[Any, Any]) -> KeyRow:
     """A caller's key as stored: its request's fingerprint and its write's receipt."""
-    locked_until, receipt = row["locked_until"], row["receipt"]
+    receipt = row["receipt"]
     return KeyRow(
         fingerprint=bytes(row["fingerprint"]),
-        locked_until=utc(locked_until) if locked_until is not None else None,
         created_at=utc(row["created_at"]),
         expires_at=utc(row["expires_at"]),
         receipt=bytes(receipt) if receipt is not None else None,

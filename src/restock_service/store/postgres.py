@@ -40,6 +40,7 @@ from restock_service.schemas import (
     SyncExecutionIn,
     SyncExecutionOut,
 )
+from restock_service.scope import Scope
 from restock_service.store import (
     UNWATCHED,
     LedgerPosition,
@@ -123,15 +124,18 @@ class PostgresStore:
         count.inc()
         connection.add_termination_listener(lambda _connection: count.dec())
 
-    async def fetch(self, name: str, **params: Any) -> list[asyncpg.Record]:
-        """Run the statement ``sql/NAME.sql`` with ``params`` as a unit of its own."""
-        return await self._runner.run(self._unit(lambda: self._fetch_once(name, params)), _sqlstate)
+    async def fetch(self, scope: Scope, name: str, **params: Any) -> list[asyncpg.Record]:
+        """Run the statement ``sql/NAME.sql`` with ``params`` in ``scope``, as a unit of its
+        own."""
+        return await self._runner.run(
+            self._unit(scope, lambda: self._fetch_once(scope, name, params)), _sqlstate
+        )
 
     @staticmethod
-    def _unit(attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    def _unit(scope: Scope, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         """``attempt`` as a unit of work: a keyed request's rows start afresh with each try
         (an unkeyed one's unit is ``attempt`` itself)."""
-        request = idempotency.keyed()
+        request = scope.keyed
         if request is None:
             return attempt
 
@@ -141,12 +145,14 @@ class PostgresStore:
 
         return unit
 
-    async def _fetch_once(self, name: str, params: dict[str, Any]) -> list[Any]:
-        """Run the statement ``sql/NAME.sql`` once, as part of a unit. In a keyed request a
-        write statement runs keyed (statements.py), and every statement's rows are noted, for
-        the receipt of the write; in a replay they come from the receipt."""
+    async def _fetch_once(self, scope: Scope, name: str, params: dict[str, Any]) -> list[Any]:
+        """Run the statement ``sql/NAME.sql`` once, as part of a unit, on the scope's
+        merchant (``:merchant``, which every statement run here constrains). In a keyed
+        request a write statement runs keyed (statements.py), and every statement's rows are
+        noted, for the receipt of the write; in a replay they come from the receipt."""
         query = statement(name)
-        request = idempotency.keyed()
+        params = {**params, "merchant": scope.merchant}
+        request = scope.keyed
         if request is None:
             return await self._run(query, params)
         if request.receipt is not None:
@@ -170,8 +176,7 @@ class PostgresStore:
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != KEY_CONSTRAINT:
                     raise
-                claim = request.claim
-                if not await self._forget_if_free(claim.owner, claim.key, claim.now):
+                if not await self._forget_if_free(request.claim):
                     raise idempotency.refuse(request) from exc
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate == KEY_HELD_SQLSTATE:
@@ -179,15 +184,15 @@ class PostgresStore:
                 raise
         raise idempotency.refuse(request)
 
-    async def _forget_if_free(self, owner: str, key: str, now: datetime) -> bool:
-        """Remove the row of the caller's key if ``state_of`` says it holds nothing now."""
-        rows = await self._run(statement("key_get"), {"owner": owner, "key": key})
+    async def _forget_if_free(self, claim: idempotency.Claim) -> bool:
+        """Remove the row of the claim's key if ``state_of`` says it holds nothing now."""
+        key = {"merchant": claim.merchant, "owner": claim.owner, "key": claim.key}
+        rows = await self._run(statement("key_get"), key)
         if rows:
             held = key_row(rows[0])
-            if state_of(held, now) is not KeyState.FREE:
+            if state_of(held, claim.now) is not KeyState.FREE:
                 return False
-            forget = {"owner": owner, "key": key, "created_at": held.created_at}
-            await self._run(statement("key_forget"), forget)
+            await self._run(statement("key_forget"), {**key, "created_at": held.created_at})
         return True
 
     async def _run(self, query: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
@@ -245,7 +250,7 @@ class PostgresStore:
     # --- restocks --------------------------------------------------------------------------
 
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
+        self, scope: Scope, mall: Mall, order_nos: Sequence[str], now: datetime
     ) -> dict[str, Decision]:
         """Usually one statement: restock_load_or_restore reads and, when every order is
         restorable, restores. Otherwise restock_write writes what the rules decided; when
@@ -253,20 +258,21 @@ class PostgresStore:
         if not order_nos:
             return {}
         return await self._runner.run(
-            self._unit(lambda: self._restock(mall, order_nos, now, actor)), _sqlstate
+            self._unit(scope, lambda: self._restock(scope, mall, order_nos, now)), _sqlstate
         )
 
     async def _restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime, actor: str | None
+        self, scope: Scope, mall: Mall, order_nos: Sequence[str], now: datetime
     ) -> dict[str, Decision]:
         rows = await self._fetch_once(
+            scope,
             "restock_load_or_restore",
             {
                 "order_nos": list(order_nos),
                 "mall": mall.value,
                 "now": now,
                 "reason": "restock",
-                "actor": actor,
+                "actor": scope.actor,
             },
         )
         recorded: dict[str, RestockStatus] = {}
@@ -303,12 +309,13 @@ class PostgresStore:
         record = record_lines(new)
         moves = restock_moves([n for n in order_nos if n in new], new)
         repeats = await self._fetch_once(
+            scope,
             "restock_write",
             {
                 "mall": mall.value,
                 "now": now,
                 "reason": "restock",
-                "actor": actor,
+                "actor": scope.actor,
                 "new_order_nos": new_order_nos,
                 "new_statuses": [RECORDED_STATUS[new[n].code].value for n in new_order_nos],
                 "new_codes": [new[n].code.value for n in new_order_nos],
@@ -344,12 +351,13 @@ class PostgresStore:
             return {n: Decision(Code.RESTORED, snapshots[n].lines) for n in order_nos}
         return decisions
 
-    async def restock_record(self, order_no: str) -> RestockRecordOut | None:
-        records = restock_records(await self.fetch("restock_record", order_no=order_no))
+    async def restock_record(self, scope: Scope, order_no: str) -> RestockRecordOut | None:
+        records = restock_records(await self.fetch(scope, "restock_record", order_no=order_no))
         return records[0] if records else None
 
     async def restock_records(
         self,
+        scope: Scope,
         *,
         status: RestockStatus | None,
         mall: Mall | None,
@@ -358,6 +366,7 @@ class PostgresStore:
         newest_first: bool = False,
     ) -> list[RestockRecordOut]:
         rows = await self.fetch(
+            scope,
             "restock_records_newest" if newest_first else "restock_records",
             status=status.value if status else None,
             mall=mall.value if mall else None,
@@ -368,15 +377,16 @@ class PostgresStore:
         return restock_records(rows)
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
+        self, scope: Scope, order_no: str, note: str, resolved_by: str, now: datetime
     ) -> RestockRecordOut | RestockStatus | None:
         rows = await self.fetch(
+            scope,
             "restock_resolve",
             order_no=order_no,
             note=note,
             resolved_by=resolved_by,
             now=now,
-            actor=actor,
+            actor=scope.actor,
         )
         if not rows[0]["settled"]:
             was = rows[0]["was"]
@@ -385,21 +395,22 @@ class PostgresStore:
 
     # --- stock -----------------------------------------------------------------------------
 
-    async def set_stock(
-        self, sku: str, quantity: int, now: datetime, *, actor: str | None
-    ) -> StockOut:
-        (row,) = await self.fetch("stock_set", sku=sku, quantity=quantity, now=now, actor=actor)
+    async def set_stock(self, scope: Scope, sku: str, quantity: int, now: datetime) -> StockOut:
+        (row,) = await self.fetch(
+            scope, "stock_set", sku=sku, quantity=quantity, now=now, actor=scope.actor
+        )
         return StockOut(**row)
 
-    async def stock(self, sku: str) -> StockOut | None:
-        rows = await self.fetch("stock_get", sku=sku)
+    async def stock(self, scope: Scope, sku: str) -> StockOut | None:
+        rows = await self.fetch(scope, "stock_get", sku=sku)
         return StockOut(**rows[0]) if rows else None
 
-    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
-        return bool(await self.fetch("stock_delete", sku=sku, now=now, actor=actor))
+    async def delete_stock(self, scope: Scope, sku: str, now: datetime) -> bool:
+        return bool(await self.fetch(scope, "stock_delete", sku=sku, now=now, actor=scope.actor))
 
     async def adjust_stock(
         self,
+        scope: Scope,
         sku: str,
         delta: int,
         note: str,
@@ -407,9 +418,9 @@ class PostgresStore:
         now: datetime,
         *,
         limit: int,
-        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         rows = await self.fetch(
+            scope,
             "stock_adjust",
             sku=sku,
             delta=delta,
@@ -417,50 +428,55 @@ class PostgresStore:
             order_no=order_no,
             now=now,
             limit=limit,
-            actor=actor,
+            actor=scope.actor,
         )
         if not rows:
             return None
         sku_, quantity, updated_at, adjusted = rows[0]
         return StockOut(sku=sku_, quantity=quantity, updated_at=updated_at), adjusted
 
-    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
-        rows = await self.fetch("stock_movements", sku=sku, after_id=after_id, limit=limit)
-        if not rows and not (await self.fetch("stock_ever_registered", sku=sku))[0][0]:
+    async def movements(
+        self, scope: Scope, sku: str, after_id: int, limit: int
+    ) -> list[MovementOut] | None:
+        rows = await self.fetch(scope, "stock_movements", sku=sku, after_id=after_id, limit=limit)
+        if not rows and not (await self.fetch(scope, "stock_ever_registered", sku=sku))[0][0]:
             return None
         return [MovementOut(**row) for row in rows]
 
-    async def order_movements(self, order_no: str) -> list[MovementOut]:
-        rows = await self.fetch("order_movements", order_no=order_no)
+    async def order_movements(self, scope: Scope, order_no: str) -> list[MovementOut]:
+        rows = await self.fetch(scope, "order_movements", order_no=order_no)
         return [MovementOut(**row) for row in rows]
 
-    async def failure_counts(self) -> dict[Mall, int]:
-        rows = await self.fetch("failure_counts")
+    async def failure_counts(self, scope: Scope) -> dict[Mall, int]:
+        rows = await self.fetch(scope, "failure_counts")
         return {Mall(row["mall"]): row["failures"] for row in rows}
 
-    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+    async def ledger_window(
+        self, scope: Scope, after: tuple[int, int], limit: int
+    ) -> list[LedgerPosition]:
         rows = await self.fetch(
-            "ledger_window", after_txid=after[0], after_id=after[1], limit=limit
+            scope, "ledger_window", after_txid=after[0], after_id=after[1], limit=limit
         )
         return [LedgerPosition(*row) for row in rows]
 
-    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
-        rows = await self.fetch("stock_quantities", skus=list(skus))
+    async def quantities(self, scope: Scope, skus: Sequence[str]) -> dict[str, int]:
+        rows = await self.fetch(scope, "stock_quantities", skus=list(skus))
         return {row["sku"]: row["quantity"] for row in rows}
 
     # --- sync executions -------------------------------------------------------------------
 
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
+        self, scope: Scope, executions: Sequence[SyncExecutionIn], now: datetime
     ) -> list[SyncDecision]:
         """One statement for the whole batch (sync_record.sql); the rules name each result."""
         items = [(e.order_no, i) for e in executions for i in e.items]
         positions = [p for e in executions for p in range(len(e.items))]
         rows = await self.fetch(
+            scope,
             "sync_record",
             now=now,
             reason="sync_execution",
-            actor=actor,
+            actor=scope.actor,
             order_nos=[e.order_no for e in executions],
             malls=[e.mall.value for e in executions],
             executed_ats=[e.executed_at or now for e in executions],
@@ -480,15 +496,14 @@ class PostgresStore:
             decisions.append(decision)
         return decisions
 
-    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None:
-        return sync_execution(await self.fetch("sync_execution", order_no=order_no))
+    async def sync_execution(self, scope: Scope, order_no: str) -> SyncExecutionOut | None:
+        return sync_execution(await self.fetch(scope, "sync_execution", order_no=order_no))
 
     # --- idempotency keys ------------------------------------------------------------------
 
-    async def key(self, owner: str, key: str) -> KeyRow | None:
-        rows = await self._runner.run(
-            lambda: self._run(statement("key_get"), {"owner": owner, "key": key}), _sqlstate
-        )
+    async def key(self, merchant: str, owner: str, key: str) -> KeyRow | None:
+        params = {"merchant": merchant, "owner": owner, "key": key}
+        rows = await self._runner.run(lambda: self._run(statement("key_get"), params), _sqlstate)
         return key_row(rows[0]) if rows else None
 
     async def purge_keys(self, now: datetime, limit: int) -> int:
@@ -520,7 +535,9 @@ class PostgresStore:
 
     async def schema_revision(self) -> str | None:
         try:
-            rows = await self.fetch("schema_revision")
+            rows = await self._runner.run(
+                lambda: self._run(statement("schema_revision"), {}), _sqlstate
+            )
         except asyncpg.UndefinedTableError:
             return None
         return rows[0][0] if rows else None

@@ -43,6 +43,7 @@ from restock_service.schemas import (
     SyncExecutionIn,
     SyncExecutionOut,
 )
+from restock_service.scope import Scope
 from restock_service.store import (
     LedgerPosition,
     PoolWatch,
@@ -105,9 +106,13 @@ class SqliteStore:
             attempts=settings.db_retry_attempts, deadline_s=settings.db_deadline_s
         )
 
-    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one write transaction, with the key of a keyed request."""
-        request = idempotency.keyed()
+    async def write(
+        self, scope: Scope | None, work: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` in one write transaction, taking the key of the scope's keyed
+        request with it (or answering from the receipt it holds). The deployment's own
+        housekeeping, of no merchant, has no scope."""
+        request = scope.keyed if scope is not None else None
         if request is not None and request.receipt is not None:
             result: T = pickle.loads(request.receipt)  # kept by this adapter, below
             return result
@@ -124,7 +129,7 @@ class SqliteStore:
         return await self._runner.run(unit, _sqlstate)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``work`` in one read transaction."""
+        """Run ``work`` in one read transaction (what it reads is the caller's to scope)."""
 
         async def unit() -> T:
             async with self._reader.begin() as conn:
@@ -135,39 +140,44 @@ class SqliteStore:
     # --- restocks --------------------------------------------------------------------------
 
     async def restock(
-        self, mall: Mall, order_nos: Sequence[str], now: datetime, *, actor: str | None
+        self, scope: Scope, mall: Mall, order_nos: Sequence[str], now: datetime
     ) -> dict[str, Decision]:
+        merchant = scope.merchant
+
         async def work(conn: AsyncConnection) -> dict[str, Decision]:
-            recorded, snapshots = await _load(conn, order_nos)
+            recorded, snapshots = await _load(conn, merchant, order_nos)
             skus = {line.sku for snapshot in snapshots.values() for line in snapshot.lines}
-            registered = await _quantities(conn, skus)
+            registered = await _quantities(conn, merchant, skus)
             decisions = decide_orders(mall, order_nos, recorded, snapshots, registered)
             new = {n: d for n, d in decisions.items() if d.code in RECORDED_STATUS}
-            await _insert_records(conn, mall, new, now)
+            await _insert_records(conn, merchant, mall, new, now)
             moves = restock_moves([n for n in order_nos if n in new], new)
-            await _move_stock(conn, moves, registered, reason="restock", at=now, actor=actor)
+            await _move_stock(conn, scope, moves, registered, reason="restock", at=now)
             repeats = sorted(n for n in order_nos if n in recorded)
             if repeats:
                 await conn.execute(
                     sa.update(restocks)
-                    .where(_one_of(restocks.c.order_no, repeats))
+                    .where(
+                        restocks.c.merchant_id == merchant, _one_of(restocks.c.order_no, repeats)
+                    )
                     .values(repeat_requests=restocks.c.repeat_requests + 1)
                 )
             for n in repeats:
                 decisions[n] = decide_repeat(recorded[n], snapshots.get(n))
             return decisions
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
-    async def restock_record(self, order_no: str) -> RestockRecordOut | None:
+    async def restock_record(self, scope: Scope, order_no: str) -> RestockRecordOut | None:
         async def work(conn: AsyncConnection) -> RestockRecordOut | None:
-            records = await _with_lines(conn, restocks.c.order_no == order_no)
+            records = await _with_lines(conn, scope.merchant, restocks.c.order_no == order_no)
             return records[0] if records else None
 
         return await self.read(work)
 
     async def restock_records(
         self,
+        scope: Scope,
         *,
         status: RestockStatus | None,
         mall: Mall | None,
@@ -175,7 +185,7 @@ class SqliteStore:
         limit: int,
         newest_first: bool = False,
     ) -> list[RestockRecordOut]:
-        page = sa.select(restocks.c.order_no)
+        page = sa.select(restocks.c.order_no).where(restocks.c.merchant_id == scope.merchant)
         if status is not None:
             page = page.where(restocks.c.status == status.value)
         if mall is not None:
@@ -194,64 +204,66 @@ class SqliteStore:
 
         async def work(conn: AsyncConnection) -> list[RestockRecordOut]:
             which = restocks.c.order_no.in_(page.scalar_subquery())
-            return await _with_lines(conn, which, newest_first=newest_first)
+            return await _with_lines(conn, scope.merchant, which, newest_first=newest_first)
 
         return await self.read(work)
 
     async def resolve_restock(
-        self, order_no: str, note: str, resolved_by: str, now: datetime, *, actor: str | None
+        self, scope: Scope, order_no: str, note: str, resolved_by: str, now: datetime
     ) -> RestockRecordOut | RestockStatus | None:
+        record = (restocks.c.merchant_id == scope.merchant) & (restocks.c.order_no == order_no)
+
         async def work(conn: AsyncConnection) -> RestockRecordOut | RestockStatus | None:
             status = (
-                await conn.execute(
-                    sa.select(restocks.c.status).where(restocks.c.order_no == order_no)
-                )
+                await conn.execute(sa.select(restocks.c.status).where(record))
             ).scalar_one_or_none()
             if status != RestockStatus.FAILED:
                 return None if status is None else RestockStatus(status)
             await conn.execute(
                 sa.update(restocks)
-                .where(restocks.c.order_no == order_no)
+                .where(record)
                 .values(
                     status=RestockStatus.RESOLVED.value,
                     resolution_note=note,
                     resolved_by=resolved_by,
                     resolved_at=now,
-                    resolved_actor=actor,
+                    resolved_actor=scope.actor,
                 )
             )
-            return (await _with_lines(conn, restocks.c.order_no == order_no))[0]
+            return (await _with_lines(conn, scope.merchant, restocks.c.order_no == order_no))[0]
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
     # --- stock -----------------------------------------------------------------------------
 
-    async def set_stock(
-        self, sku: str, quantity: int, now: datetime, *, actor: str | None
-    ) -> StockOut:
+    async def set_stock(self, scope: Scope, sku: str, quantity: int, now: datetime) -> StockOut:
         async def work(conn: AsyncConnection) -> StockOut:
-            before = await _quantities(conn, [sku])
+            before = await _quantities(conn, scope.merchant, [sku])
             statement = insert(stock).values(
-                sku=sku, quantity=quantity, created_at=now, updated_at=now
+                merchant_id=scope.merchant,
+                sku=sku,
+                quantity=quantity,
+                created_at=now,
+                updated_at=now,
             )
             await conn.execute(
                 statement.on_conflict_do_update(
-                    index_elements=[stock.c.sku],
+                    index_elements=[stock.c.merchant_id, stock.c.sku],
                     set_={"quantity": quantity, "updated_at": now},
                 )
             )
             delta = quantity - before.get(sku, 0)
-            await _ledger(conn, sku, delta, quantity, "set", now, actor=actor)
+            await _ledger(conn, scope, sku, delta, quantity, "set", now)
             return StockOut(sku=sku, quantity=quantity, updated_at=now)
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
-    async def stock(self, sku: str) -> StockOut | None:
+    async def stock(self, scope: Scope, sku: str) -> StockOut | None:
         async def work(conn: AsyncConnection) -> StockOut | None:
             row = (
                 await conn.execute(
                     sa.select(stock.c.sku, stock.c.quantity, stock.c.updated_at).where(
-                        stock.c.sku == sku
+                        _sku(scope.merchant, sku)
                     )
                 )
             ).first()
@@ -259,22 +271,23 @@ class SqliteStore:
 
         return await self.read(work)
 
-    async def delete_stock(self, sku: str, now: datetime, *, actor: str | None) -> bool:
+    async def delete_stock(self, scope: Scope, sku: str, now: datetime) -> bool:
         async def work(conn: AsyncConnection) -> bool:
             quantity = (
                 await conn.execute(
-                    sa.delete(stock).where(stock.c.sku == sku).returning(stock.c.quantity)
+                    sa.delete(stock).where(_sku(scope.merchant, sku)).returning(stock.c.quantity)
                 )
             ).scalar_one_or_none()
             if quantity is None:
                 return False
-            await _ledger(conn, sku, -quantity, 0, "delete", now, actor=actor)
+            await _ledger(conn, scope, sku, -quantity, 0, "delete", now)
             return True
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
     async def adjust_stock(
         self,
+        scope: Scope,
         sku: str,
         delta: int,
         note: str,
@@ -282,12 +295,11 @@ class SqliteStore:
         now: datetime,
         *,
         limit: int,
-        actor: str | None,
     ) -> tuple[StockOut, bool] | None:
         async def work(conn: AsyncConnection) -> tuple[StockOut, bool] | None:
             row = (
                 await conn.execute(
-                    sa.select(stock.c.quantity, stock.c.updated_at).where(stock.c.sku == sku)
+                    sa.select(stock.c.quantity, stock.c.updated_at).where(_sku(scope.merchant, sku))
                 )
             ).first()
             if row is None:
@@ -296,67 +308,85 @@ class SqliteStore:
                 return StockOut(sku=sku, quantity=row.quantity, updated_at=row.updated_at), False
             after = row.quantity + delta
             await conn.execute(
-                sa.update(stock).where(stock.c.sku == sku).values(quantity=after, updated_at=now)
+                sa.update(stock)
+                .where(_sku(scope.merchant, sku))
+                .values(quantity=after, updated_at=now)
             )
-            await _ledger(conn, sku, delta, after, "adjustment", now, order_no, note, actor=actor)
+            await _ledger(conn, scope, sku, delta, after, "adjustment", now, order_no, note)
             return StockOut(sku=sku, quantity=after, updated_at=now), True
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
-    async def movements(self, sku: str, after_id: int, limit: int) -> list[MovementOut] | None:
+    async def movements(
+        self, scope: Scope, sku: str, after_id: int, limit: int
+    ) -> list[MovementOut] | None:
         m = stock_movements
+        of_sku = (m.c.merchant_id == scope.merchant) & (m.c.sku == sku)
 
         async def work(conn: AsyncConnection) -> list[MovementOut] | None:
             rows = (
                 await conn.execute(
-                    _MOVEMENT.where(m.c.sku == sku, m.c.id > after_id).order_by(m.c.id).limit(limit)
+                    _MOVEMENT.where(of_sku, m.c.id > after_id).order_by(m.c.id).limit(limit)
                 )
             ).all()
             if not rows:
                 # Registering a sku always writes a ledger row, and ledger rows stay.
-                ever = await conn.execute(sa.select(m.c.id).where(m.c.sku == sku).limit(1))
+                ever = await conn.execute(sa.select(m.c.id).where(of_sku).limit(1))
                 if ever.first() is None:
                     return None
             return [MovementOut.model_validate(r, from_attributes=True) for r in rows]
 
         return await self.read(work)
 
-    async def order_movements(self, order_no: str) -> list[MovementOut]:
-        m = stock_movements
+    async def order_movements(self, scope: Scope, order_no: str) -> list[MovementOut]:
+        m, merchant = stock_movements, scope.merchant
 
         async def work(conn: AsyncConnection) -> list[MovementOut]:
             skus = sa.union(
                 sa.select(sync_execution_lines.c.sku).where(
-                    sync_execution_lines.c.order_no == order_no
+                    sync_execution_lines.c.merchant_id == merchant,
+                    sync_execution_lines.c.order_no == order_no,
                 ),
-                sa.select(restock_lines.c.sku).where(restock_lines.c.order_no == order_no),
+                sa.select(restock_lines.c.sku).where(
+                    restock_lines.c.merchant_id == merchant, restock_lines.c.order_no == order_no
+                ),
             )  # the skus an order moves, as in order_movements.sql
             rows = await conn.execute(
-                _MOVEMENT.where(m.c.sku.in_(skus), m.c.order_no == order_no).order_by(m.c.id)
+                _MOVEMENT.where(
+                    m.c.merchant_id == merchant, m.c.sku.in_(skus), m.c.order_no == order_no
+                ).order_by(m.c.id)
             )
             return [MovementOut.model_validate(r, from_attributes=True) for r in rows]
 
         return await self.read(work)
 
-    async def failure_counts(self) -> dict[Mall, int]:
+    async def failure_counts(self, scope: Scope) -> dict[Mall, int]:
         async def work(conn: AsyncConnection) -> dict[Mall, int]:
             rows = await conn.execute(
                 sa.select(restocks.c.mall, sa.func.count())
-                .where(restocks.c.status == RestockStatus.FAILED.value)
+                .where(
+                    restocks.c.merchant_id == scope.merchant,
+                    restocks.c.status == RestockStatus.FAILED.value,
+                )
                 .group_by(restocks.c.mall)
             )
             return {Mall(mall): count for mall, count in rows}
 
         return await self.read(work)
 
-    async def ledger_window(self, after: tuple[int, int], limit: int) -> list[LedgerPosition]:
+    async def ledger_window(
+        self, scope: Scope, after: tuple[int, int], limit: int
+    ) -> list[LedgerPosition]:
         # Writers take turns, so ids are already in commit order (every txid is 0).
         m = stock_movements
 
         async def work(conn: AsyncConnection) -> list[LedgerPosition]:
             rows = await conn.execute(
                 sa.select(m.c.txid, m.c.id, m.c.sku, m.c.at)
-                .where(sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*after))
+                .where(
+                    m.c.merchant_id == scope.merchant,
+                    sa.tuple_(m.c.txid, m.c.id) > sa.tuple_(*after),
+                )
                 .order_by(m.c.txid, m.c.id)
                 .limit(limit)
             )
@@ -364,26 +394,30 @@ class SqliteStore:
 
         return await self.read(work)
 
-    async def quantities(self, skus: Sequence[str]) -> dict[str, int]:
-        return await self.read(lambda conn: _quantities(conn, skus))
+    async def quantities(self, scope: Scope, skus: Sequence[str]) -> dict[str, int]:
+        return await self.read(lambda conn: _quantities(conn, scope.merchant, skus))
 
     # --- sync executions -------------------------------------------------------------------
 
     async def record_sync_executions(
-        self, executions: Sequence[SyncExecutionIn], now: datetime, *, actor: str | None
+        self, scope: Scope, executions: Sequence[SyncExecutionIn], now: datetime
     ) -> list[SyncDecision]:
+        merchant = scope.merchant
+
         async def work(conn: AsyncConnection) -> list[SyncDecision]:
             order_nos = [e.order_no for e in executions]
             existing = set(
                 (
                     await conn.execute(
                         sa.select(sync_executions.c.order_no).where(
-                            _one_of(sync_executions.c.order_no, order_nos)
+                            sync_executions.c.merchant_id == merchant,
+                            _one_of(sync_executions.c.order_no, order_nos),
                         )
                     )
                 ).scalars()
             )
-            current = await _quantities(conn, {i.sku for e in executions for i in e.items})
+            skus = {i.sku for e in executions for i in e.items}
+            current = await _quantities(conn, merchant, skus)
             decisions = [
                 decide_sync(
                     e.order_no,
@@ -400,6 +434,7 @@ class SqliteStore:
                     sa.insert(sync_executions),
                     [
                         {
+                            "merchant_id": merchant,
                             "order_no": e.order_no,
                             "mall": e.mall.value,
                             "executed_at": e.executed_at or now,
@@ -412,6 +447,7 @@ class SqliteStore:
                     sa.insert(sync_execution_lines),
                     [
                         {
+                            "merchant_id": merchant,
                             "order_no": e.order_no,
                             "sku": i.sku,
                             "position": p,
@@ -422,12 +458,12 @@ class SqliteStore:
                     ],
                 )
             moves = [(i.sku, -i.quantity, e.order_no) for e in recorded for i in e.items]
-            await _move_stock(conn, moves, current, reason="sync_execution", at=now, actor=actor)
+            await _move_stock(conn, scope, moves, current, reason="sync_execution", at=now)
             return decisions
 
-        return await self.write(work)
+        return await self.write(scope, work)
 
-    async def sync_execution(self, order_no: str) -> SyncExecutionOut | None:
+    async def sync_execution(self, scope: Scope, order_no: str) -> SyncExecutionOut | None:
         e, lines = sync_executions, sync_execution_lines
 
         async def work(conn: AsyncConnection) -> SyncExecutionOut | None:
@@ -441,7 +477,7 @@ class SqliteStore:
                     lines.c.quantity,
                 )
                 .join(lines)
-                .where(e.c.order_no == order_no)
+                .where(e.c.merchant_id == scope.merchant, e.c.order_no == order_no)
                 .order_by(lines.c.position)
             )
             return sync_execution(rows.mappings().all())
@@ -450,9 +486,9 @@ class SqliteStore:
 
     # --- idempotency keys ------------------------------------------------------------------
 
-    async def key(self, owner: str, key: str) -> KeyRow | None:
+    async def key(self, merchant: str, owner: str, key: str) -> KeyRow | None:
         async def work(conn: AsyncConnection) -> KeyRow | None:
-            return await _key(conn, owner, key)
+            return await _key(conn, merchant, owner, key)
 
         return await self.read(work)
 
@@ -461,17 +497,17 @@ class SqliteStore:
 
         async def work(conn: AsyncConnection) -> int:
             oldest = (
-                sa.select(k.c.owner, k.c.key)
+                sa.select(k.c.merchant_id, k.c.owner, k.c.key)
                 .where(k.c.expires_at <= now)
                 .order_by(k.c.expires_at)
                 .limit(limit)
             )
             removed = await conn.execute(
-                sa.delete(k).where(sa.tuple_(k.c.owner, k.c.key).in_(oldest))
+                sa.delete(k).where(sa.tuple_(k.c.merchant_id, k.c.owner, k.c.key).in_(oldest))
             )
             return int(removed.rowcount)
 
-        return await self.write(work)
+        return await self.write(None, work)
 
     # --- console sign-outs -----------------------------------------------------------------
 
@@ -480,7 +516,7 @@ class SqliteStore:
             row = {"sid": sid, "expires_at": expires_at}
             await conn.execute(insert(console_sign_outs).values(row).on_conflict_do_nothing())
 
-        await self.write(work)
+        await self.write(None, work)
 
     async def signed_out(self, sid: str) -> bool:
         async def work(conn: AsyncConnection) -> bool:
@@ -497,7 +533,7 @@ class SqliteStore:
             removed = await conn.execute(sa.delete(s).where(s.c.sid.in_(oldest.limit(limit))))
             return int(removed.rowcount)
 
-        return await self.write(work)
+        return await self.write(None, work)
 
     # --- the service -----------------------------------------------------------------------
 
@@ -523,10 +559,18 @@ class SqliteStore:
 # --- statements ----------------------------------------------------------------------------
 
 
-async def _key(conn: AsyncConnection, owner: str, key: str) -> KeyRow | None:
+def _sku(merchant: str, sku: str) -> sa.ColumnElement[bool]:
+    return (stock.c.merchant_id == merchant) & (stock.c.sku == sku)
+
+
+async def _key(conn: AsyncConnection, merchant: str, owner: str, key: str) -> KeyRow | None:
     k = idempotency_keys
     row = (
-        (await conn.execute(sa.select(k).where(k.c.owner == owner, k.c.key == key)))
+        (
+            await conn.execute(
+                sa.select(k).where(k.c.merchant_id == merchant, k.c.owner == owner, k.c.key == key)
+            )
+        )
         .mappings()
         .first()
     )
@@ -537,7 +581,8 @@ async def _take(conn: AsyncConnection, request: Keyed) -> None:
     """Raise KeyHeld unless the request's key is free (``state_of``): the write lock keeps
     it so until the commit."""
     claim = request.claim
-    if state_of(await _key(conn, claim.owner, claim.key), claim.now) is not KeyState.FREE:
+    held = await _key(conn, claim.merchant, claim.owner, claim.key)
+    if state_of(held, claim.now) is not KeyState.FREE:
         raise idempotency.refuse(request)
 
 
@@ -547,27 +592,26 @@ async def _keep(conn: AsyncConnection, request: Keyed, result: Any) -> None:
     k = idempotency_keys
     kept = {
         "fingerprint": claim.fingerprint,
-        "locked_until": None,
         "created_at": claim.now,
         "expires_at": claim.expires_at,
         "receipt": pickle.dumps(result),
     }
     await conn.execute(
         insert(k)
-        .values(owner=claim.owner, key=claim.key, **kept)
-        .on_conflict_do_update(index_elements=[k.c.owner, k.c.key], set_=kept)
+        .values(merchant_id=claim.merchant, owner=claim.owner, key=claim.key, **kept)
+        .on_conflict_do_update(index_elements=[k.c.merchant_id, k.c.owner, k.c.key], set_=kept)
     )
 
 
 async def _load(
-    conn: AsyncConnection, order_nos: Sequence[str]
+    conn: AsyncConnection, merchant: str, order_nos: Sequence[str]
 ) -> tuple[dict[str, RestockStatus], dict[str, Snapshot]]:
     """The orders' restock records and sync snapshots."""
     recorded = {
         order_no: RestockStatus(status)
         for order_no, status in await conn.execute(
             sa.select(restocks.c.order_no, restocks.c.status).where(
-                _one_of(restocks.c.order_no, order_nos)
+                restocks.c.merchant_id == merchant, _one_of(restocks.c.order_no, order_nos)
             )
         )
     }
@@ -579,7 +623,10 @@ async def _load(
             sync_execution_lines.c.quantity,
         )
         .join(sync_execution_lines)
-        .where(_one_of(sync_executions.c.order_no, order_nos))
+        .where(
+            sync_executions.c.merchant_id == merchant,
+            _one_of(sync_executions.c.order_no, order_nos),
+        )
         .order_by(sync_executions.c.order_no, sync_execution_lines.c.position)
     )
     lines: dict[str, list[Line]] = {}
@@ -591,7 +638,7 @@ async def _load(
 
 
 async def _insert_records(
-    conn: AsyncConnection, mall: Mall, new: dict[str, Decision], now: datetime
+    conn: AsyncConnection, merchant: str, mall: Mall, new: dict[str, Decision], now: datetime
 ) -> None:
     if not new:
         return
@@ -599,6 +646,7 @@ async def _insert_records(
         sa.insert(restocks),
         [
             {
+                "merchant_id": merchant,
                 "order_no": n,
                 "mall": mall.value,
                 "status": RECORDED_STATUS[d.code].value,
@@ -611,7 +659,14 @@ async def _insert_records(
         ],
     )
     lines = [
-        {"order_no": n, "sku": sku, "position": i, "quantity": q, "missing": missing}
+        {
+            "merchant_id": merchant,
+            "order_no": n,
+            "sku": sku,
+            "position": i,
+            "quantity": q,
+            "missing": missing,
+        }
         for n, sku, i, q, missing in record_lines(new)
     ]
     if lines:
@@ -619,9 +674,14 @@ async def _insert_records(
 
 
 async def _with_lines(
-    conn: AsyncConnection, which: sa.ColumnElement[bool], *, newest_first: bool = False
+    conn: AsyncConnection,
+    merchant: str,
+    which: sa.ColumnElement[bool],
+    *,
+    newest_first: bool = False,
 ) -> list[RestockRecordOut]:
-    """The records ``which`` selects, with their lines, in list order, in one statement."""
+    """The merchant's records ``which`` selects, with their lines, in list order, in one
+    statement."""
     requested_at, order_no = restocks.c.requested_at, restocks.c.order_no
     order = (requested_at.desc(), order_no.desc()) if newest_first else (requested_at, order_no)
     rows = await conn.execute(
@@ -632,21 +692,33 @@ async def _with_lines(
             restock_lines.c.missing,
         )
         .outerjoin(restock_lines)
-        .where(which)
+        .where(restocks.c.merchant_id == merchant, which)
         .order_by(*order, restock_lines.c.position)
     )
     return restock_records(rows.mappings().all())
 
 
-async def _quantities(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
+async def _quantities(conn: AsyncConnection, merchant: str, skus: Iterable[str]) -> dict[str, int]:
     rows = await conn.execute(
-        sa.select(stock.c.sku, stock.c.quantity).where(_one_of(stock.c.sku, skus))
+        sa.select(stock.c.sku, stock.c.quantity).where(
+            stock.c.merchant_id == merchant, _one_of(stock.c.sku, skus)
+        )
     )
     return {sku: quantity for sku, quantity in rows}
 
 
+async def _last_ledger_id(conn: AsyncConnection, merchant: str) -> int:
+    """The id of the merchant's newest ledger row (0 for none): its next rows number on
+    from it, under the write lock (SQLite numbers by itself only a lone INTEGER PRIMARY
+    KEY)."""
+    m = stock_movements
+    last = await conn.scalar(sa.select(sa.func.max(m.c.id)).where(m.c.merchant_id == merchant))
+    return int(last or 0)
+
+
 async def _ledger(
     conn: AsyncConnection,
+    scope: Scope,
     sku: str,
     delta: int,
     quantity_after: int,
@@ -654,11 +726,11 @@ async def _ledger(
     at: datetime,
     order_no: str | None = None,
     note: str | None = None,
-    *,
-    actor: str | None,
 ) -> None:
     await conn.execute(
         sa.insert(stock_movements).values(
+            merchant_id=scope.merchant,
+            id=await _last_ledger_id(conn, scope.merchant) + 1,
             sku=sku,
             delta=delta,
             quantity_after=quantity_after,
@@ -666,41 +738,45 @@ async def _ledger(
             order_no=order_no,
             at=at,
             note=note,
-            actor=actor,
+            actor=scope.actor,
         )
     )
 
 
 async def _move_stock(
     conn: AsyncConnection,
+    scope: Scope,
     moves: Sequence[tuple[str, int, str]],
     current: dict[str, int],
     *,
     reason: str,
     at: datetime,
-    actor: str | None,
 ) -> None:
     """Apply ``(sku, delta, order_no)`` moves and write one ledger row each, in order."""
     if not moves:
         return
+    merchant = scope.merchant
     after = dict(current)
     ledger = []
-    for sku, delta, order_no in moves:
+    first_id = await _last_ledger_id(conn, merchant) + 1
+    for number, (sku, delta, order_no) in enumerate(moves, first_id):
         after[sku] += delta
         ledger.append(
             {
+                "merchant_id": merchant,
+                "id": number,
                 "sku": sku,
                 "delta": delta,
                 "quantity_after": after[sku],
                 "reason": reason,
                 "order_no": order_no,
                 "at": at,
-                "actor": actor,
+                "actor": scope.actor,
             }
         )
     await conn.execute(
         sa.update(stock)
-        .where(stock.c.sku == sa.bindparam("b_sku"))
+        .where(stock.c.merchant_id == merchant, stock.c.sku == sa.bindparam("b_sku"))
         .values(quantity=sa.bindparam("b_quantity"), updated_at=at),
         [{"b_sku": sku, "b_quantity": after[sku]} for sku in sorted({m[0] for m in moves})],
     )

@@ -34,16 +34,17 @@ _COMMENT = re.compile(r"\s*--[^\n]*")
 _ROWS = re.compile(r"^-- rows(?: kept when: (.+))?$", re.MULTILINE)
 _WITH = re.compile(r"^WITH ", re.MULTILINE)
 GATE = "{key_gate}"
-_KEYED_HEAD = """WITH key_gate AS MATERIALIZED (
-  SELECT idempotency_key_held_if(
-    NOT pg_try_advisory_xact_lock(hashtextextended(:key_owner || ' ' || :key, 0))) AS ok
+# The advisory lock of a caller's key at a merchant, held by the keyed statement at work.
+KEY_LOCK = "hashtextextended(:merchant || ' ' || :key_owner || ' ' || :key, 0)"
+_KEYED_HEAD = f"""WITH key_gate AS MATERIALIZED (
+  SELECT idempotency_key_held_if(NOT pg_try_advisory_xact_lock({KEY_LOCK})) AS ok
 ), """
 _KEYED_TAIL = """, key_rows AS MATERIALIZED (
 {rows}
 ), key_kept AS (
   INSERT INTO idempotency_keys
-    (owner, key, fingerprint, locked_until, created_at, expires_at, receipt)
-  SELECT :key_owner, :key, :key_fingerprint, NULL, :now, :key_expires_at,
+    (merchant_id, owner, key, fingerprint, created_at, expires_at, receipt)
+  SELECT :merchant, :key_owner, :key, :key_fingerprint, :now, :key_expires_at,
          convert_to(:key_receipt_head::text
                     || coalesce((SELECT json_agg(r)::text FROM key_rows r), '[]') || ']',
                     'UTF8')

@@ -1,5 +1,5 @@
--- How many restocks are failed and not yet resolved, by mall.
+-- How many of the merchant's restocks are failed and not yet resolved, by mall.
 SELECT mall, count(*) AS failures
 FROM restocks
-WHERE status = 'failed'
+WHERE merchant_id = :merchant AND status = 'failed'
 GROUP BY mall

@@ -1,3 +1,3 @@
--- What holds the caller's key, as it stands.
-SELECT fingerprint, locked_until, created_at, expires_at, receipt FROM idempotency_keys
-WHERE owner = :owner AND key = :key
+-- What holds the caller's key at the merchant, as it stands.
+SELECT fingerprint, created_at, expires_at, receipt FROM idempotency_keys
+WHERE merchant_id = :merchant AND owner = :owner AND key = :key

@@ -1,7 +1,8 @@
--- Remove up to :limit keys past their retention window, oldest first. Rows that another
+-- Remove up to :limit keys past their retention window, oldest first, of every merchant
+-- (the deployment's housekeeping; on Citus each shard purges its own). Rows that another
 -- transaction holds are left for the next round, so that no one waits on the purge.
 WITH forgotten AS (
-  SELECT owner, key FROM idempotency_keys
+  SELECT merchant_id, owner, key FROM idempotency_keys
   WHERE expires_at <= :now
   ORDER BY expires_at
   LIMIT :limit
@@ -9,7 +10,7 @@ WITH forgotten AS (
 ), removed AS (
   DELETE FROM idempotency_keys AS k
   USING forgotten AS f
-  WHERE k.owner = f.owner AND k.key = f.key
+  WHERE k.merchant_id = f.merchant_id AND k.owner = f.owner AND k.key = f.key
   RETURNING 1
 )
 SELECT count(*) FROM removed

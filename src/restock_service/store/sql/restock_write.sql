@@ -9,12 +9,14 @@ WITH locked AS MATERIALIZED (  -- locked by key in the one order (docs/architect
   SELECT k.sku, NULL::text AS order_no  -- first the skus the decisions read, in sku order,
   FROM (SELECT DISTINCT sku FROM unnest(:read_skus::text[]) AS c(sku) WHERE {key_gate}
         ORDER BY sku) c
-  CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = c.sku FOR UPDATE) k
+  CROSS JOIN LATERAL (SELECT s.sku FROM stock s
+                      WHERE s.merchant_id = :merchant AND s.sku = c.sku FOR UPDATE) k
   UNION ALL  -- then the repeats' records, in order_no order, as UNION ALL runs its parts
   SELECT NULL, k.order_no
   FROM (SELECT DISTINCT order_no FROM unnest(:repeats::text[]) AS c(order_no)
         WHERE {key_gate} ORDER BY order_no) c
-  CROSS JOIN LATERAL (SELECT r.order_no FROM restocks r WHERE r.order_no = c.order_no
+  CROSS JOIN LATERAL (SELECT r.order_no FROM restocks r
+                      WHERE r.merchant_id = :merchant AND r.order_no = c.order_no
                       FOR NO KEY UPDATE) k
 ), unchanged AS (  -- ok only if exactly :registered_skus are still registered; it reads
   -- all of `locked`, so every lock is taken before anything is written
@@ -23,9 +25,9 @@ WITH locked AS MATERIALIZED (  -- locked by key in the one order (docs/architect
   FROM locked
   WHERE sku IS NOT NULL
 ), claimed AS (  -- at most one record per order: the primary key decides
-  INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,
-                        repeat_requests)
-  SELECT n.order_no, :mall, n.status, n.code, :now, :now, 0
+  INSERT INTO restocks (merchant_id, order_no, mall, status, code, requested_at,
+                        completed_at, repeat_requests)
+  SELECT :merchant, n.order_no, :mall, n.status, n.code, :now, :now, 0
   FROM unnest(:new_order_nos::text[], :new_statuses::text[], :new_codes::text[])
        AS n(order_no, status, code), unchanged u
   WHERE u.ok
@@ -33,8 +35,8 @@ WITH locked AS MATERIALIZED (  -- locked by key in the one order (docs/architect
   ON CONFLICT DO NOTHING
   RETURNING order_no
 ), lines AS (  -- the claimed records' lines
-  INSERT INTO restock_lines (order_no, sku, position, quantity, missing)
-  SELECT l.order_no, l.sku, l.position, l.quantity, l.missing
+  INSERT INTO restock_lines (merchant_id, order_no, sku, position, quantity, missing)
+  SELECT :merchant, l.order_no, l.sku, l.position, l.quantity, l.missing
   FROM unnest(:line_order_nos::text[], :line_skus::text[], :line_positions::int[],
               :line_quantities::int[], :line_missing::bool[])
        AS l(order_no, sku, position, quantity, missing)
@@ -49,7 +51,7 @@ WITH locked AS MATERIALIZED (  -- locked by key in the one order (docs/architect
 , repeated AS (  -- each repeat counted once, its record locked in `locked`
   UPDATE restocks r SET repeat_requests = r.repeat_requests + 1
   FROM unchanged u
-  WHERE u.ok AND r.order_no = ANY(:repeats::text[])
+  WHERE u.ok AND r.merchant_id = :merchant AND r.order_no = ANY(:repeats::text[])
   RETURNING r.order_no, r.status
 )
 -- rows

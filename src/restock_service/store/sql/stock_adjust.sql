@@ -2,12 +2,13 @@
 -- way; the ledger records it with its reason. No row for an unknown sku.
 WITH moved AS (  -- the row is locked by the update itself, and the bound checked under it
   UPDATE stock SET quantity = quantity + :delta, updated_at = :now
-  WHERE sku = :sku AND abs(quantity + :delta) <= :limit AND {key_gate}
+  WHERE merchant_id = :merchant AND sku = :sku AND abs(quantity + :delta) <= :limit
+    AND {key_gate}
   RETURNING sku, quantity, updated_at
 ), ledger AS (  -- one row, with the quantity the adjustment left
   INSERT INTO stock_movements
-    (sku, delta, quantity_after, reason, order_no, at, txid, note, actor)
-  SELECT sku, :delta, quantity, 'adjustment', :order_no, :now,
+    (merchant_id, sku, delta, quantity_after, reason, order_no, at, txid, note, actor)
+  SELECT :merchant, sku, :delta, quantity, 'adjustment', :order_no, :now,
          pg_current_xact_id()::text::bigint, :note, :actor
   FROM moved
 )
@@ -16,4 +17,4 @@ SELECT sku, quantity, updated_at, true AS adjusted FROM moved
 UNION ALL
 -- refused by the bound: the stock as it stands
 SELECT sku, quantity, updated_at, false FROM stock
-WHERE sku = :sku AND NOT EXISTS (SELECT FROM moved)
+WHERE merchant_id = :merchant AND sku = :sku AND NOT EXISTS (SELECT FROM moved)

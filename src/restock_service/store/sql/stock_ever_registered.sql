@@ -1,1 +1,1 @@
-SELECT EXISTS (SELECT FROM stock_movements WHERE sku = :sku)
+SELECT EXISTS (SELECT FROM stock_movements WHERE merchant_id = :merchant AND sku = :sku)

@@ -1,1 +1,1 @@
-SELECT sku, quantity, updated_at FROM stock WHERE sku = :sku
+SELECT sku, quantity, updated_at FROM stock WHERE merchant_id = :merchant AND sku = :sku

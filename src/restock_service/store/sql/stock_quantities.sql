@@ -1,1 +1,1 @@
-SELECT sku, quantity FROM stock WHERE sku = ANY(:skus::text[])
+SELECT sku, quantity FROM stock WHERE merchant_id = :merchant AND sku = ANY(:skus::text[])

@@ -14,19 +14,20 @@ WITH batch AS (  -- the executions, in request order
 ), locked AS MATERIALIZED (  -- the registered skus of the batch, locked in sku order, by key
   SELECT k.sku
   FROM (SELECT DISTINCT sku FROM items ORDER BY sku) i
-  CROSS JOIN LATERAL (SELECT s.sku FROM stock s WHERE s.sku = i.sku FOR UPDATE) k
+  CROSS JOIN LATERAL (SELECT s.sku FROM stock s
+                      WHERE s.merchant_id = :merchant AND s.sku = i.sku FOR UPDATE) k
 ), complete AS MATERIALIZED (  -- the executions whose every sku is registered
   SELECT b.* FROM batch b
   WHERE NOT EXISTS (SELECT FROM items i LEFT JOIN locked k ON k.sku = i.sku
                     WHERE i.order_no = b.order_no AND k.sku IS NULL)
 ), claimed AS (  -- at most one execution per order: the primary key decides
-  INSERT INTO sync_executions (order_no, mall, executed_at, recorded_at)
-  SELECT order_no, mall, executed_at, :now FROM complete ORDER BY order_no
+  INSERT INTO sync_executions (merchant_id, order_no, mall, executed_at, recorded_at)
+  SELECT :merchant, order_no, mall, executed_at, :now FROM complete ORDER BY order_no
   ON CONFLICT DO NOTHING
   RETURNING order_no
 ), lines AS (  -- the claimed executions' lines
-  INSERT INTO sync_execution_lines (order_no, sku, position, quantity)
-  SELECT i.order_no, i.sku, i.position, i.quantity FROM items i JOIN claimed USING (order_no)
+  INSERT INTO sync_execution_lines (merchant_id, order_no, sku, position, quantity)
+  SELECT :merchant, i.order_no, i.sku, i.position, i.quantity FROM items i JOIN claimed USING (order_no)
 ), moves AS (  -- the claimed executions' lines, deducted in request order
   SELECT i.sku, -i.quantity::bigint AS delta, i.order_no, i.rank
   FROM items i JOIN claimed USING (order_no)
@@ -35,7 +36,8 @@ WITH batch AS (  -- the executions, in request order
 -- rows
 SELECT b.order_no,
        EXISTS (SELECT FROM claimed c WHERE c.order_no = b.order_no) AS recorded,
-       EXISTS (SELECT FROM sync_executions e WHERE e.order_no = b.order_no) AS existed,
+       EXISTS (SELECT FROM sync_executions e
+               WHERE e.merchant_id = :merchant AND e.order_no = b.order_no) AS existed,
        ARRAY(SELECT i.sku FROM items i LEFT JOIN locked k ON k.sku = i.sku
              WHERE i.order_no = b.order_no AND k.sku IS NULL ORDER BY i.rank) AS missing
 FROM batch b
