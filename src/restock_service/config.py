@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     idempotency_lock_s: float = Field(
         default=30.0,
         gt=0,
-        description="The contract's bound on a key held by a request that never answered "
-        "(the service takes keys with their effects, so such a key is free at once).",
+        description="Accepted and inert: the contract's bound on a key held by a request "
+        "that never answered, which binds nothing, as keys are taken with their effects.",
     )
     idempotency_required: bool = Field(
         default=False, description="Refuse writes without an Idempotency-Key (400)."
