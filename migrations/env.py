@@ -3,6 +3,7 @@
 import asyncio
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from restock_service.config import Settings
@@ -13,14 +14,37 @@ config = context.config
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        _foreign_keys_off(connection)
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
+        on_version_apply=[_check_foreign_keys] if sqlite else [],
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _foreign_keys_off(connection: Connection) -> None:
+    """Batch mode rebuilds a SQLite table by dropping it, and with foreign keys on, dropping
+    a parent deletes its lines (ON DELETE CASCADE). So, as SQLite's own procedure for such
+    changes asks (https://www.sqlite.org/lang_altertable.html#otheralter), they are off while
+    the migrations run: set on the driver's connection before any transaction begins (the
+    pragma does nothing inside one), and checked at the end of each migration."""
+    cursor = connection.connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
+def _check_foreign_keys(*, ctx: MigrationContext, **_: object) -> None:
+    """Fail the migration, inside its transaction, if it left a row without its parent."""
+    assert ctx.connection is not None
+    orphans = ctx.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if orphans:
+        raise RuntimeError(f"the migration would leave rows without their parent: {orphans[:5]}")
 
 
 async def _run_async() -> None:
