@@ -228,7 +228,8 @@ async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
 
     assert balanced.returncode == 0, balanced.stderr
     assert balanced.stdout.splitlines() == [
-        "books balance: 2 skus equal their ledger sums; 1 restored restocks match their ledger rows"
+        "books balance at 1 merchant: 2 skus equal their ledger sums; "
+        "1 restored restocks match their ledger rows"
     ]
     assert broken.returncode == 1
     assert broken.stdout.splitlines() == ["sku B: quantity 99 but its ledger sums to 3"]

@@ -144,4 +144,4 @@ async def test_sigkill_mid_load_leaves_each_order_whole_or_untouched_and_replay_
         timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.startswith("books balance:")
+    assert check.stdout.startswith("books balance at 1 merchant:")

@@ -92,8 +92,8 @@ def test_demo_refuses_a_database_with_data_of_its_own_unless_told_yes(tmp_path: 
     migrate(settings)
     with sqlite3.connect(tmp_path / "shop.db") as conn:
         conn.execute(
-            "INSERT INTO stock (sku, quantity, created_at, updated_at) "
-            "VALUES ('CAP-01', 5, '2026-05-25 00:00:00', '2026-05-25 00:00:00')"
+            "INSERT INTO stock (merchant_id, sku, quantity, created_at, updated_at) VALUES "
+            "('default', 'CAP-01', 5, '2026-05-25 00:00:00', '2026-05-25 00:00:00')"
         )
 
     with pytest.raises(NotADemoDatabase, match=r"1 row\(s\) in stock"):

@@ -212,9 +212,9 @@ async def test_an_order_claimed_while_the_one_statement_waits_is_restored_once(
     waits for that transaction, finds the record, and the statement fails as a whole."""
     client, db = pg
     claim = (
-        "INSERT INTO restocks (order_no, mall, status, code, requested_at, completed_at,"
-        f" repeat_requests) VALUES ('{ORDER}', 'rakuten', 'restored', 'restored', now(),"
-        " now(), 0)"
+        "INSERT INTO restocks (merchant_id, order_no, mall, status, code, requested_at,"
+        f" completed_at, repeat_requests) VALUES ('default', '{ORDER}', 'rakuten', 'restored',"
+        " 'restored', now(), now(), 0)"
     )
     interleaved = Interleaved()
     decision = (
@@ -235,9 +235,10 @@ async def test_a_sku_removed_while_the_one_statement_waits_is_not_restored(
     B is not locked, so nothing is restored, and the rules see B missing."""
     client, db = pg
     remove_b = (
-        "DELETE FROM stock WHERE sku = 'B';"
-        " INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)"
-        " VALUES ('B', -9, 0, 'delete', now(), 0)"
+        "DELETE FROM stock WHERE merchant_id = 'default' AND sku = 'B';"
+        " INSERT INTO stock_movements"
+        " (merchant_id, sku, delta, quantity_after, reason, at, txid)"
+        " VALUES ('default', 'B', -9, 0, 'delete', now(), 0)"
     )
     decisions = await _while_waiting_for(
         pg_database_url, remove_b, lambda: _restock(db, Interleaved())
@@ -255,9 +256,10 @@ async def test_a_sku_changed_while_the_one_statement_waits_is_restored_onto_the_
     """The lock is granted on A's newest version: the restore adds to it, in one statement."""
     client, db = pg
     add_to_a = (
-        "UPDATE stock SET quantity = quantity + 100 WHERE sku = 'A';"
-        " INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)"
-        " VALUES ('A', 100, 108, 'adjustment', now(), 0)"
+        "UPDATE stock SET quantity = quantity + 100 WHERE merchant_id = 'default' AND sku = 'A';"
+        " INSERT INTO stock_movements"
+        " (merchant_id, sku, delta, quantity_after, reason, at, txid)"
+        " VALUES ('default', 'A', 100, 108, 'adjustment', now(), 0)"
     )
     interleaved = Interleaved()
     decisions = await _while_waiting_for(
@@ -337,9 +339,9 @@ async def test_the_one_statement_restores_exactly_what_the_rules_restore(
         if recorded:
             await _fetchval(
                 db,
-                "INSERT INTO restocks (order_no, mall, status, code, requested_at,"
-                " completed_at, repeat_requests) VALUES ($1, 'rakuten', $2, $3, now(),"
-                " now(), 0)",
+                "INSERT INTO restocks (merchant_id, order_no, mall, status, code,"
+                " requested_at, completed_at, repeat_requests)"
+                " VALUES ('default', $1, 'rakuten', $2, $3, now(), now(), 0)",
                 order_no,
                 recorded,
                 "restored" if recorded == "restored" else "product_not_found",
@@ -395,6 +397,7 @@ async def test_the_pool_connects_with_the_urls_query(pg_database_url: str) -> No
 
 # Literal arguments for EXPLAIN, by parameter name.
 _ARGUMENTS = {
+    "merchant": "'default'",
     "order_nos": "ARRAY['x']",
     "mall": "'rakuten'",
     "now": "now()",
@@ -411,15 +414,20 @@ _ARGUMENTS = {
 
 
 _SOME_ROWS = """
-INSERT INTO stock SELECT 'S' || g, 10, now(), now() FROM generate_series(1, 50000) g;
-INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
-  SELECT 'S' || g, 10, 10, 'set', now(), g FROM generate_series(1, 50000) g;
-INSERT INTO sync_executions SELECT 'O' || g, 'rakuten', now(), now()
+INSERT INTO stock (merchant_id, sku, quantity, created_at, updated_at)
+  SELECT 'default', 'S' || g, 10, now(), now() FROM generate_series(1, 50000) g;
+INSERT INTO stock_movements (merchant_id, sku, delta, quantity_after, reason, at, txid)
+  SELECT 'default', 'S' || g, 10, 10, 'set', now(), g FROM generate_series(1, 50000) g;
+INSERT INTO sync_executions (merchant_id, order_no, mall, executed_at, recorded_at)
+  SELECT 'default', 'O' || g, 'rakuten', now(), now() FROM generate_series(1, 50000) g;
+INSERT INTO sync_execution_lines (merchant_id, order_no, sku, position, quantity)
+  SELECT 'default', 'O' || g, 'S' || g, 0, 1 FROM generate_series(1, 50000) g;
+INSERT INTO restocks (merchant_id, order_no, mall, status, code, requested_at, completed_at,
+                      repeat_requests)
+  SELECT 'default', 'O' || g, 'rakuten', 'restored', 'restored', now(), now(), 0
   FROM generate_series(1, 50000) g;
-INSERT INTO sync_execution_lines SELECT 'O' || g, 'S' || g, 0, 1 FROM generate_series(1, 50000) g;
-INSERT INTO restocks SELECT 'O' || g, 'rakuten', 'restored', 'restored', now(), now(), 0
-  FROM generate_series(1, 50000) g;
-INSERT INTO restock_lines SELECT 'O' || g, 'S' || g, 0, 1, false FROM generate_series(1, 50000) g;
+INSERT INTO restock_lines (merchant_id, order_no, sku, position, quantity, missing)
+  SELECT 'default', 'O' || g, 'S' || g, 0, 1, false FROM generate_series(1, 50000) g;
 ANALYZE;
 """
 
@@ -488,6 +496,7 @@ async def test_a_page_of_the_restock_list_is_one_range_of_its_index(fresh_pg_url
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         query = statement("restock_records")
         arguments = {
+            "merchant": "'default'",
             "status": "NULL",
             "mall": "NULL",
             "after_at": "now()",

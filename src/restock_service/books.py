@@ -35,7 +35,7 @@ class BooksReport:
 
     def summary(self) -> str:
         return (
-            f"books balance at {self.merchants} merchant(s): "
+            f"books balance at {self.merchants} merchant{'' if self.merchants == 1 else 's'}: "
             f"{self.skus} skus equal their ledger sums; "
             f"{self.restored} restored restocks match their ledger rows"
         )
