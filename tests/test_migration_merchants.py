@@ -282,7 +282,7 @@ def test_going_down_refuses_while_another_merchant_has_anything(
     before = _on(url, _rows)
 
     with pytest.raises(
-        CommandError, match="cannot downgrade to 0008: table .+ holds a row of merchant 'shop-b'"
+        CommandError, match=r"cannot downgrade to 0008: table .+ holds a row of merchant 'shop-b'"
     ):
         command.downgrade(config, "0008")
 

@@ -86,6 +86,8 @@ def _merchant_id(server_default: str | None = None) -> sa.Column[str]:
 
 
 def _foreign_key(child: str, column: str) -> str:
+    """The name the tables' naming convention gives a foreign key whose first column is
+    ``column``."""
     return f"fk_{child}_{column}_{PARENTS[child]}"
 
 
