@@ -17,10 +17,12 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from restock_service import console
 from restock_service.access import ApiKeys, Caller, Role
 from restock_service.api import create_app
+from restock_service.api.console import SECURITY_HEADERS, ConsoleRoute
 from restock_service.cli import console_url
 from restock_service.config import Settings
 from restock_service.messages import MESSAGE, Code, RestockStatus
@@ -50,6 +52,7 @@ CSP = (
     "default-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+NOTICE = "restock_console_notice="
 FORM = re.compile(r"<form [^>]*>.*?</form>", re.S)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
@@ -496,6 +499,24 @@ async def test_console_answers_carry_the_security_headers(
             assert "<script" not in answer.text
             assert 'style="' not in answer.text
             assert '<html lang="ja">' in answer.text
+
+
+async def test_a_database_fault_that_is_no_outage_is_the_consoles_own_500_page_logged_once(
+    keyed_app: FastAPI, browser: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> None:  # a constraint the database refused: a defect, not an outage
+        raise IntegrityError("INSERT …", {}, Exception("violates check constraint"))
+
+    keyed_app.router.routes.insert(0, ConsoleRoute("/console/broken", broken, methods=["GET"]))
+    page = await browser.get("/console/broken")
+
+    assert page.status_code == 500
+    assert page.headers["content-type"].startswith("text/html")
+    assert console.text("unexpected") in html.unescape(page.text)
+    assert {k.lower(): v for k, v in SECURITY_HEADERS.items()}.items() <= page.headers.items()
+    assert "Retry-After" not in page.headers
+    logged = [r for r in caplog.records if r.getMessage().startswith("database error on")]
+    assert len(logged) == 1
 
 
 async def test_the_api_answers_carry_no_console_headers(api: AsyncClient) -> None:
@@ -1044,6 +1065,26 @@ async def test_a_notice_is_told_only_to_its_session_and_on_its_page(
         await sign_in(other, WRITER_KEY)
         other.cookies.set("restock_console_notice", cookie, path="/console")
         assert notice_of(await other.get("/console/skus/A")) is None
+
+
+async def test_a_told_notice_is_deleted_with_the_attributes_it_was_set_with(
+    api: AsyncClient, keyed_app: FastAPI
+) -> None:
+    async with AsyncClient(transport=ASGITransport(app=keyed_app), base_url="https://t") as tls:
+        await _registered(api, tls, "A", 3)
+        form = {"delta": "1", "reason": "x", **form_of(await tls.get("/console/skus/A"), "adjust")}
+        done = await tls.post("/console/skus/A", data=form)
+        shown = await tls.get(done.headers["location"])
+    (set_line,) = [c for c in done.headers.get_list("set-cookie") if c.startswith(NOTICE)]
+    (delete_line,) = [c for c in shown.headers.get_list("set-cookie") if c.startswith(NOTICE)]
+
+    def attributes(line: str) -> set[str]:
+        parts = {part.strip().lower() for part in line.split(";")[1:]}
+        return {p for p in parts if not p.startswith(("max-age", "expires"))}
+
+    assert {"secure", "httponly", "samesite=strict", "path=/console"} <= attributes(set_line)
+    assert attributes(delete_line) == attributes(set_line)
+    assert "max-age=0" in delete_line.lower()
 
 
 def test_a_notice_lapses_and_cannot_be_forged() -> None:

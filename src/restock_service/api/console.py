@@ -96,8 +96,9 @@ class _Answer(Exception):
 
 class ConsoleRoute(APIRoute):
     """A console route: its answer gets the security headers, and the session cookie when
-    one was started; a database out of reach is a page that says so (503). The stylesheet
-    needs no session, and so no database."""
+    one was started; a database out of reach is a page that says so (503), and any other
+    database fault a page of its own (500). The stylesheet needs no session, and so no
+    database."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -111,19 +112,17 @@ class ConsoleRoute(APIRoute):
             except _Answer as exc:
                 response = exc.response
             except DATABASE_ERRORS as exc:
-                if not unavailable(exc, request.method, request.url.path):
-                    raise
-                retry_after = _state(request).retry_after_s
-                response = _error_page(request, 503, text("unavailable"))
-                response.headers["Retry-After"] = str(retry_after)
+                if unavailable(exc, request.method, request.url.path):
+                    response = _error_page(request, 503, text("unavailable"))
+                    response.headers["Retry-After"] = str(_state(request).retry_after_s)
+                else:  # a defect, logged once by ``unavailable``, told as a page
+                    response = _error_page(request, 500, text("unexpected"))
             started: str | None = getattr(request.state, "console_cookie", None)
             if started is not None:
                 lifetime = _state(request).parts.sessions.lifetime_s
                 _cookie(request, response, COOKIE, started, lifetime)
             if getattr(request.state, "console_notice_taken", False):
-                response.delete_cookie(
-                    NOTICE_COOKIE, path="/console", httponly=True, samesite="strict"
-                )
+                _cookie(request, response, NOTICE_COOKIE, "", 0)  # told: delete it
             response.headers.update(SECURITY_HEADERS)
             return response
 
