@@ -219,8 +219,7 @@ async def test_each_order_decision_is_one_json_log_line_with_its_requests_id(
             "level": "INFO",
             "logger": "restock_service.restock",
             "message": (
-                f"restock decision merchant=default order_no={rakuten(1)} mall=rakuten "
-                f"code={code}"
+                f"restock decision merchant=default order_no={rakuten(1)} mall=rakuten code={code}"
             ),
             "request_id": request_id,
             "merchant_id": "default",

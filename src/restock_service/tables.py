@@ -104,7 +104,7 @@ stock_movements = sa.Table(
     # PostgreSQL numbers the rows from one sequence (the column's default, since migration
     # 0001); SQLite, which numbers by itself only a lone INTEGER PRIMARY KEY, numbers each
     # merchant's rows in the write that adds them (store/sqlite.py).
-    sa.Column("id", sa.BigInteger, nullable=False, autoincrement=False),
+    sa.Column("id", sa.BigInteger, nullable=False, server_default=sa.FetchedValue()),
     sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("delta", sa.BigInteger, nullable=False),
     sa.Column("quantity_after", sa.BigInteger, nullable=False),
