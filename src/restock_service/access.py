@@ -1,15 +1,28 @@
-"""API keys: parsed once, kept only as digests, compared in constant time."""
+"""API keys: parsed once, kept only as digests, compared in constant time.
+
+A key is a merchant's (roles writer and reader), or the platform's (``merchant`` PLATFORM),
+held by the systems and staff that serve every merchant (roles writer, reader and admin,
+which also manages merchants and keys). Contract v1.3.
+"""
 
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+from restock_service.tables import DEFAULT_MERCHANT, MERCHANT_ID_PATTERN, PLATFORM
 
 
 class Role(StrEnum):
     WRITER = "writer"
     READER = "reader"
+    ADMIN = "admin"  # a platform key's only
+
+
+MERCHANT_ROLES = (Role.WRITER, Role.READER)
+PLATFORM_PREFIX = "platform:"  # of a platform key's actor; no merchant key's name has it
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -17,10 +30,21 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a request: the name of the key it presented, and that key's role."""
+    """Who sent a request: the name of the key it presented, that key's role, and its
+    merchant (PLATFORM for a platform key)."""
 
     name: str
     role: Role
+    merchant: str = DEFAULT_MERCHANT
+
+    @property
+    def platform(self) -> bool:
+        return self.merchant == PLATFORM
+
+    @property
+    def actor(self) -> str:
+        """What a write by this caller records as its actor (contract v1.2, v1.3)."""
+        return PLATFORM_PREFIX + self.name if self.platform else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +59,10 @@ class ApiKeys:
     @classmethod
     def parse(cls, raw: str) -> "ApiKeys":
         """Parse ``"key1:writer,key2:reader"`` (each named ``key-`` + its digest's first 8 hex
-        digits), or a JSON list that names them: ``[{"name": …, "key": …, "role": …}]``.
-        Several keys may share a role (rotation); names and keys are unique."""
+        digits, ``default``'s), or a JSON list that names them: ``[{"name": …, "key": …,
+        "role": …}]``, each with an optional ``"merchant"`` (``"*"``: a platform key).
+        Several keys may share a role (rotation); keys are unique, and names within their
+        merchant."""
         if raw.strip().startswith("["):
             entries = [_named(position, item) for position, item in enumerate(_json(raw), 1)]
         else:
@@ -44,12 +70,12 @@ class ApiKeys:
             items = filter(None, (p.strip() for p in raw.split(",")))
             for position, item in enumerate(items, 1):
                 key, sep, role = (part.strip() for part in item.rpartition(":"))
-                if not sep or not key or role not in Role.__members__.values():
+                if not sep or not key or role not in MERCHANT_ROLES:
                     raise ValueError(f"entry {position} must look like KEY:writer or KEY:reader")
                 digest = _digest(key)
                 entries.append((digest, Caller(f"key-{digest.hex()[:8]}", Role(role))))
         for what, values in (
-            ("name", [caller.name for _, caller in entries]),
+            ("name", [f"{caller.merchant}/{caller.name}" for _, caller in entries]),
             ("key", [digest.hex() for digest, _ in entries]),
         ):
             repeated = {v for v in values if values.count(v) > 1}
@@ -77,8 +103,8 @@ class ApiKeys:
 
 
 def allows(role: Role, method: str) -> bool:
-    """A writer may do everything; a reader only reads."""
-    return role is Role.WRITER or method.upper() in READ_METHODS
+    """A writer (and an admin) may do everything to a merchant's data; a reader only reads."""
+    return role is not Role.READER or method.upper() in READ_METHODS
 
 
 def _digest(key: str) -> bytes:
@@ -96,17 +122,28 @@ def _json(raw: str) -> list[object]:
 
 
 def _named(position: int, item: object) -> tuple[bytes, Caller]:
-    """One entry of the JSON form: ``{"name": 1-64 characters, "key": …, "role": …}``."""
+    """One entry of the JSON form: ``{"name": 1-64 characters, "key": …, "role": …}``, and
+    optionally ``"merchant"``: a merchant's id, or ``"*"`` for a platform key."""
     shape = 'must look like {"name": "yamada", "key": "…", "role": "writer"}'
-    if not isinstance(item, dict) or set(item) != {"name", "key", "role"}:
+    if not isinstance(item, dict) or not {"name", "key", "role"} <= set(item) <= _FIELDS:
         raise ValueError(f"entry {position} {shape}")
     name, key, role = item["name"], item["key"], item["role"]
+    merchant = item.get("merchant", DEFAULT_MERCHANT)
+    if merchant != PLATFORM and not (isinstance(merchant, str) and MERCHANT_ID.fullmatch(merchant)):
+        raise ValueError(f'entry {position}: merchant must be a merchant\'s id or "*"')
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64 or name != name.strip():
         raise ValueError(
             f"entry {position}: name must be 1 to 64 characters, without spaces around"
         )
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"entry {position}: key must be a non-empty string")
-    if role not in Role.__members__.values():
-        raise ValueError(f"entry {position}: role must be writer or reader")
-    return _digest(key.strip()), Caller(name, Role(role))
+    roles = Role.__members__.values() if merchant == PLATFORM else MERCHANT_ROLES
+    if role not in roles:
+        raise ValueError(f"entry {position}: role must be {' or '.join(roles)}")
+    if merchant != PLATFORM and name.startswith(PLATFORM_PREFIX):
+        raise ValueError(f"entry {position}: a merchant key's name may not begin with platform:")
+    return _digest(key.strip()), Caller(name, Role(role), merchant)
+
+
+_FIELDS = {"name", "key", "role", "merchant"}
+MERCHANT_ID = re.compile(MERCHANT_ID_PATTERN)

@@ -1,12 +1,14 @@
-"""The ``restock-service`` command: migrate, serve, check, demo, openapi. A command that
-cannot do its work raises ``faults.Refusal``; ``main`` prints its one line."""
+"""The ``restock-service`` command: migrate, serve, check, demo, openapi, merchants. A
+command that cannot do its work raises ``faults.Refusal``; ``main`` prints its one line."""
 
 import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -16,8 +18,12 @@ from restock_service.config import Settings, normalize_database_url, unknown_var
 from restock_service.engine import create_engine, read_only
 from restock_service.faults import Refusal, refusing
 from restock_service.logs import configure_logging
+from restock_service.merchants import Merchant
 from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, require_current_schema
+from restock_service.scope import Scope
+from restock_service.store import open_store
+from restock_service.tables import MERCHANT_ID_PATTERN, PLATFORM
 
 # Where `serve` listens unless told otherwise: where `make run` serves the console.
 DEFAULT_HOST = "127.0.0.1"
@@ -175,7 +181,62 @@ def arguments() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help="the port of the `serve` command that the demo prints, to open its console",
     )
+    merchants_cmd = commands.add_parser("merchants", help="the merchants this deployment serves")
+    merchant_verbs = merchants_cmd.add_subparsers(dest="verb", required=True)
+    add_cmd = merchant_verbs.add_parser(
+        "add", help="register a merchant (one registered already is left as it is)"
+    )
+    add_cmd.add_argument("merchant_id", metavar="ID", type=_merchant_id)
+    add_cmd.add_argument("--name", help="its name (by default its ID)")
+    merchant_verbs.add_parser("list", help="the merchants, one a line")
     return parser
+
+
+def _merchant_id(text: str) -> str:
+    """An argparse type: a merchant's id (contract v1.3), or a one-line refusal."""
+    if not re.fullmatch(MERCHANT_ID_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a merchant id: 1 to 32 lowercase letters, digits and '-', "
+            "beginning with a letter or digit"
+        )
+    return text
+
+
+def merchants(settings: Settings, args: argparse.Namespace) -> int:
+    """``merchants add`` and ``merchants list``, on the migrated database."""
+    require_current_schema(settings)
+    with refusing(settings):
+        if args.verb == "add":
+            name = args.name if args.name is not None else args.merchant_id
+            if not 1 <= len(name) <= 100:
+                raise Refusal("a merchant's name is 1 to 100 characters", command="merchants")
+            merchant, created = asyncio.run(_add_merchant(settings, args.merchant_id, name))
+            state = "registered" if created else "already registered"
+            print(f"{merchant.merchant_id}\t{merchant.name}\t{state}")
+            return 0
+        for merchant in asyncio.run(_merchants(settings)):
+            print(f"{merchant.merchant_id}\t{merchant.name}\t{merchant.created_at.isoformat()}")
+    return 0
+
+
+async def _add_merchant(settings: Settings, merchant_id: str, name: str) -> tuple[Merchant, bool]:
+    store = open_store(settings)
+    try:
+        now = datetime.now(UTC)
+        return await store.put_merchant(Scope(PLATFORM), merchant_id, name, now, rename=False)
+    finally:
+        await store.close()
+
+
+async def _merchants(settings: Settings) -> list[Merchant]:
+    store = open_store(settings)
+    found: list[Merchant] = []
+    try:
+        while page := await store.merchants(found[-1].merchant_id if found else None, 1000):
+            found += page
+    finally:
+        await store.close()
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,5 +260,7 @@ def _command(args: argparse.Namespace) -> int:
         return check(settings)
     if args.command == "demo":
         return demo(settings, args)
+    if args.command == "merchants":
+        return merchants(settings, args)
     openapi()
     return 0

@@ -24,6 +24,10 @@ class Conflict(DomainError):
     status = 409
 
 
+class Forbidden(DomainError):
+    status = 403
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
     """One offending field: where it is, what was wrong, and the value that was sent."""

@@ -18,6 +18,7 @@ from pydantic import (
 
 from restock_service.messages import Code, Mall, Outcome, RestockStatus, SyncCode
 from restock_service.rules import BatchResult, Line, SyncDecision
+from restock_service.tables import MERCHANT_ID_LENGTH, MERCHANT_ID_PATTERN
 
 ORDER_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Visible ASCII except / ? # % (they would break the sku's place in a URL path).
@@ -301,3 +302,31 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ProblemField] | None = None
+
+
+# --- merchants (contract v1.3) -------------------------------------------------------------
+
+MerchantId = Annotated[
+    str,
+    Field(
+        max_length=MERCHANT_ID_LENGTH,
+        pattern=MERCHANT_ID_PATTERN,
+        description="Lowercase letters, digits and -, beginning with a letter or digit.",
+        examples=["shop-a"],
+    ),
+]
+
+
+class MerchantIn(Request):
+    name: Annotated[Text, Field(min_length=1, max_length=100)]
+
+
+class MerchantOut(BaseModel):
+    merchant_id: str
+    name: str
+    created_at: datetime
+
+
+class MerchantPage(BaseModel):
+    items: list[MerchantOut]
+    next_cursor: str | None

@@ -50,6 +50,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 MERCHANT_ID_LENGTH = 32
+# A merchant_id (contract v1.3): lowercase letters, digits and "-", beginning with one of the
+# first two. Checked where a request names one (merchants.py), so "*" is no merchant's.
+MERCHANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 DEFAULT_MERCHANT = "default"  # in every deployment; v1.2's data is its
 PLATFORM = "*"  # the merchant_id of a platform key: no merchant's id can be "*"
 

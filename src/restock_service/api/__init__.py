@@ -16,6 +16,7 @@ from restock_service.api import (
     console,
     errors,
     idempotent,
+    merchants,
     middleware,
     restocks,
     routing,
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     app.state.drain = drain
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
-    routers = (stock.router, restocks.router, service.router)
+    routers = (stock.router, restocks.router, merchants.router, service.router)
     for router in routers:
         app.include_router(router)
     # The console's pages: out of the OpenAPI document, and out of ShortWay and Idempotent
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         metrics=metrics,
         drain=drain,
         body_timeout_s=settings.body_timeout_s,
+        retry_after_s=settings.retry_after_s,
     )
     return app
 

@@ -30,7 +30,7 @@ async def get_scope(request: Request) -> Scope:
     api/idempotent.py)."""
     caller: Caller | None = request.scope.get(CALLER)
     keyed: Keyed | None = request.scope.get(KEYED)
-    return Scope(request.scope[MERCHANT], caller.name if caller else None, keyed)
+    return Scope(request.scope[MERCHANT], caller.actor if caller else None, keyed)
 
 
 DB = Annotated[Store, Depends(get_store)]

@@ -12,14 +12,15 @@ from typing import Any
 
 from starlette.responses import Response
 
-from restock_service.access import ApiKeys, allows
+from restock_service import merchants
+from restock_service.access import ApiKeys, Caller, Role, allows
 from restock_service.api import bodies
-from restock_service.api.errors import domain_problem, problem_response
+from restock_service.api.errors import domain_problem, problem_for, problem_response
 from restock_service.drain import Drain
 from restock_service.errors import InvalidRequest
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
-from restock_service.tables import DEFAULT_MERCHANT
+from restock_service.tables import DEFAULT_MERCHANT, PLATFORM
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ _REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+METRICS = "/metrics"
+MERCHANTS = "/merchants"  # the platform's calls that manage merchants and their keys
+_MERCHANT_HEADER = merchants.HEADER.lower().encode()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -85,9 +89,13 @@ def _content_type(scope: Scope) -> str | None:
     return raw.decode("latin-1") if raw is not None else None
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def _console(path: str) -> bool:
     """The console's pages, which check their own signed-in session instead of a bearer key."""
-    return path == CONSOLE or path.startswith(CONSOLE + "/")
+    return _under(path, CONSOLE)
 
 
 class Gate:
@@ -99,9 +107,12 @@ class Gate:
     3. the key check, with keys configured: 401 without a valid bearer key, 403 for a
        reader that writes; the caller is noted in the scope (not for the console's pages,
        which sign their users in);
-    4. the body limit: 413 for a body over ``limit`` bytes, before anything parses it, and
+    4. the merchant the request is for, by its key or its ``Merchant-Id`` (merchants.py),
+       noted in the scope: 400, 403 or 404 when there is none; the platform's calls on
+       merchants and keys (``/merchants``) need a platform admin key (403);
+    5. the body limit: 413 for a body over ``limit`` bytes, before anything parses it, and
        408 for a body that has not arrived within ``body_timeout_s``;
-    5. a JSON body that is not UTF-8, or gives a key twice in one object: 422 naming it
+    6. a JSON body that is not UTF-8, or gives a key twice in one object: 422 naming it
        (api/bodies.py), before either way of answering reads it.
 
     While the process drains after SIGTERM, every answer closes its connection.
@@ -119,9 +130,12 @@ class Gate:
         metrics: Metrics,
         drain: Drain,
         body_timeout_s: float,
+        retry_after_s: int,
     ) -> None:
         self.app = app
         self.keys = keys
+        self.known = merchants.KnownMerchants()
+        self.retry_after_s = retry_after_s
         self.limit = limit
         self.metrics = metrics
         self.drain = drain
@@ -151,7 +165,7 @@ class Gate:
 
         scope[MERCHANT] = DEFAULT_MERCHANT
         try:
-            refusal = self._refusal(scope)
+            refusal = self._refusal(scope) or await self._merchant(scope)
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
                 return
@@ -205,6 +219,34 @@ class Gate:
             return problem_response(400, "Content-Length is not a number")
         if declared is not None and int(declared) > self.limit:
             return self._too_large()
+        return None
+
+    async def _merchant(self, scope: Scope) -> Response | None:
+        """Note the merchant the request is for (contract v1.3), or the answer that refuses
+        it. What is no merchant's (the service's own paths, the console, which signs its
+        users in) stays ``default``'s; the platform's calls on merchants are PLATFORM's."""
+        path: str = scope["path"]
+        if path in OPEN_PATHS or path == METRICS or _console(path):
+            return None
+        caller: Caller | None = scope.get(CALLER)
+        if _under(path, MERCHANTS):
+            if self.keys.enabled and not (caller and caller.platform and caller.role is Role.ADMIN):
+                return problem_response(403, "only a platform admin key manages merchants")
+            scope[MERCHANT] = PLATFORM
+            return None
+        try:
+            given = [value for name, value in scope["headers"] if name == _MERCHANT_HEADER]
+            wanted = merchants.wanted(caller, given)
+            if wanted.named:
+                lookup = scope["app"].state.store.merchant
+                if not await self.known.exists(wanted.merchant_id, lookup):
+                    raise merchants.NoSuchMerchant(wanted.merchant_id)
+        except Exception as exc:  # a refusal, or the database out of reach (503)
+            response = problem_for(exc, scope["method"], path, self.retry_after_s)
+            if response is None:
+                raise
+            return response
+        scope[MERCHANT] = wanted.merchant_id
         return None
 
     async def _body(self, receive: Receive) -> bytes | Response | None:

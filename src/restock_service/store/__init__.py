@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from restock_service.config import Settings
 from restock_service.console import SignOuts
 from restock_service.idempotency import KeyRow, KeyStore
+from restock_service.merchants import Merchant
 from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
 from restock_service.rules import Decision, SyncDecision
 from restock_service.schemas import (
@@ -155,6 +156,18 @@ class Store(KeyStore, SignOuts, Protocol):
         """Record each execution that rules.decide_sync records; decisions in request order."""
 
     async def sync_execution(self, scope: Scope, order_no: str) -> SyncExecutionOut | None: ...
+
+    # Merchants: no merchant's data (contract v1.3); their writes are the platform's
+    async def merchant(self, merchant_id: str) -> Merchant | None: ...
+
+    async def merchants(self, after: str | None, limit: int) -> list[Merchant]:
+        """The registered merchants after ``after``, by merchant_id."""
+
+    async def put_merchant(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime, *, rename: bool
+    ) -> tuple[Merchant, bool]:
+        """Register a merchant, or rename a registered one when ``rename``; the merchant,
+        and whether it is new."""
 
     # The service
     async def schema_revision(self) -> str | None: ...

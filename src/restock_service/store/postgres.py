@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from restock_service import idempotency
 from restock_service.config import Settings
 from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
+from restock_service.merchants import Merchant
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
 from restock_service.retry import Runner
 from restock_service.rules import (
@@ -51,6 +52,7 @@ from restock_service.store import (
 )
 from restock_service.store.receipts import Receipt, head_of
 from restock_service.store.statements import Statement, statement
+from restock_service.tables import PLATFORM
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,9 +126,17 @@ class PostgresStore:
         count.inc()
         connection.add_termination_listener(lambda _connection: count.dec())
 
-    async def fetch(self, scope: Scope, name: str, **params: Any) -> list[asyncpg.Record]:
-        """Run the statement ``sql/NAME.sql`` with ``params`` in ``scope``, as a unit of its
-        own."""
+    async def fetch(self, scope: Scope, name: str, /, **params: Any) -> list[asyncpg.Record]:
+        """Run the statement ``sql/NAME.sql`` on the scope's merchant's data, with ``params``
+        and ``:merchant``, which every statement run so constrains, as a unit of its own."""
+        params["merchant"] = scope.merchant
+        return await self.fetch_platform(scope, name, **params)
+
+    async def fetch_platform(
+        self, scope: Scope, name: str, /, **params: Any
+    ) -> list[asyncpg.Record]:
+        """Run the statement ``sql/NAME.sql`` on what is no merchant's data (the merchants,
+        the keys), in ``scope``, with ``params``, as a unit of its own."""
         return await self._runner.run(
             self._unit(scope, lambda: self._fetch_once(scope, name, params)), _sqlstate
         )
@@ -146,12 +156,10 @@ class PostgresStore:
         return unit
 
     async def _fetch_once(self, scope: Scope, name: str, params: dict[str, Any]) -> list[Any]:
-        """Run the statement ``sql/NAME.sql`` once, as part of a unit, on the scope's
-        merchant (``:merchant``, which every statement run here constrains). In a keyed
-        request a write statement runs keyed (statements.py), and every statement's rows are
-        noted, for the receipt of the write; in a replay they come from the receipt."""
+        """Run the statement ``sql/NAME.sql`` once, as part of a unit. In a keyed request a
+        write statement runs keyed (statements.py), and every statement's rows are noted, for
+        the receipt of the write; in a replay they come from the receipt."""
         query = statement(name)
-        params = {**params, "merchant": scope.merchant}
         request = scope.keyed
         if request is None:
             return await self._run(query, params)
@@ -268,6 +276,7 @@ class PostgresStore:
             scope,
             "restock_load_or_restore",
             {
+                "merchant": scope.merchant,
                 "order_nos": list(order_nos),
                 "mall": mall.value,
                 "now": now,
@@ -312,6 +321,7 @@ class PostgresStore:
             scope,
             "restock_write",
             {
+                "merchant": scope.merchant,
                 "mall": mall.value,
                 "now": now,
                 "reason": "restock",
@@ -499,6 +509,27 @@ class PostgresStore:
     async def sync_execution(self, scope: Scope, order_no: str) -> SyncExecutionOut | None:
         return sync_execution(await self.fetch(scope, "sync_execution", order_no=order_no))
 
+    # --- merchants ---------------------------------------------------------------------
+
+    async def merchant(self, merchant_id: str) -> Merchant | None:
+        rows = await self.fetch_platform(Scope(PLATFORM), "merchant_get", merchant_id=merchant_id)
+        return Merchant(**rows[0]) if rows else None
+
+    async def merchants(self, after: str | None, limit: int) -> list[Merchant]:
+        rows = await self.fetch_platform(
+            Scope(PLATFORM), "merchants_page", after_id=after, limit=limit
+        )
+        return [Merchant(**row) for row in rows]
+
+    async def put_merchant(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime, *, rename: bool
+    ) -> tuple[Merchant, bool]:
+        (row,) = await self.fetch_platform(
+            scope, "merchant_put", merchant_id=merchant_id, name=name, now=now, rename=rename
+        )
+        *merchant, created = row
+        return Merchant(*merchant), created
+
     # --- idempotency keys ------------------------------------------------------------------
 
     async def key(self, merchant: str, owner: str, key: str) -> KeyRow | None:
@@ -562,6 +593,7 @@ def _key_params(request: Keyed) -> dict[str, Any]:
     """A keyed statement's parameters besides its own (statements.py)."""
     claim = request.claim
     return {
+        "merchant": claim.merchant,
         "key_owner": claim.owner,
         "key": claim.key,
         "key_fingerprint": claim.fingerprint,

@@ -22,6 +22,7 @@ from restock_service import idempotency
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
 from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
+from restock_service.merchants import Merchant
 from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus, SyncCode
 from restock_service.migrations import current_revision
 from restock_service.retry import Runner
@@ -55,6 +56,7 @@ from restock_service.tables import (
     UTCDateTime,
     console_sign_outs,
     idempotency_keys,
+    merchants,
     restock_lines,
     restocks,
     stock,
@@ -483,6 +485,52 @@ class SqliteStore:
             return sync_execution(rows.mappings().all())
 
         return await self.read(work)
+
+    # --- merchants ---------------------------------------------------------------------
+
+    async def merchant(self, merchant_id: str) -> Merchant | None:
+        async def work(conn: AsyncConnection) -> Merchant | None:
+            found = sa.select(merchants).where(merchants.c.merchant_id == merchant_id)
+            row = (await conn.execute(found)).first()
+            return Merchant(*row) if row is not None else None
+
+        return await self.read(work)
+
+    async def merchants(self, after: str | None, limit: int) -> list[Merchant]:
+        page = (
+            sa.select(merchants)
+            .where(merchants.c.merchant_id > (after or ""))
+            .order_by(merchants.c.merchant_id)
+            .limit(limit)
+        )
+
+        async def work(conn: AsyncConnection) -> list[Merchant]:
+            return [Merchant(*row) for row in await conn.execute(page)]
+
+        return await self.read(work)
+
+    async def put_merchant(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime, *, rename: bool
+    ) -> tuple[Merchant, bool]:
+        async def work(conn: AsyncConnection) -> tuple[Merchant, bool]:
+            found = sa.select(merchants).where(merchants.c.merchant_id == merchant_id)
+            row = (await conn.execute(found)).first()
+            if row is None:
+                await conn.execute(
+                    sa.insert(merchants).values(merchant_id=merchant_id, name=name, created_at=now)
+                )
+                return Merchant(merchant_id, name, now), True
+            merchant = Merchant(*row)
+            if rename and merchant.name != name:
+                await conn.execute(
+                    sa.update(merchants)
+                    .where(merchants.c.merchant_id == merchant_id)
+                    .values(name=name)
+                )
+                merchant = Merchant(merchant_id, name, merchant.created_at)
+            return merchant, False
+
+        return await self.write(scope, work)
 
     # --- idempotency keys ------------------------------------------------------------------
 
