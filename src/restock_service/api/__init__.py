@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from restock_service import __version__, idempotency
+from restock_service import merchants as merchant_rules
 from restock_service.api import (
     console,
     errors,
@@ -30,6 +31,7 @@ from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
 from restock_service.migrations import known_revisions
 from restock_service.store import open_store
+from restock_service.tables import MERCHANT_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             for method, operation in path.items():
                 if route in middleware.OPEN_PATHS:
                     operation["security"] = []
+                elif middleware.merchant_data(route):
+                    _declare_merchant(operation)
                 if method.upper() in idempotency.WRITE_METHODS:
                     _declare_idempotency(operation, settings.idempotency_required)
                 for status, response in operation["responses"].items():
@@ -161,6 +165,21 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                         response["content"] = {errors.PROBLEM_JSON: content.pop("application/json")}
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _declare_merchant(operation: dict[str, Any]) -> None:
+    operation.setdefault("parameters", []).append(
+        {
+            "name": merchant_rules.HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The merchant the call is for (contract v1.3): required with a "
+            "platform key; a merchant key's own, or absent; without keys, `default` when "
+            "absent. 400 when malformed or missing with a platform key, 403 for another "
+            "merchant than a merchant key's, 404 for a merchant not registered.",
+            "schema": {"type": "string", "pattern": MERCHANT_ID_PATTERN},
+        }
+    )
 
 
 def _declare_idempotency(operation: dict[str, Any], required: bool) -> None:

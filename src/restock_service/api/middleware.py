@@ -93,6 +93,12 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+def merchant_data(path: str) -> bool:
+    """Whether ``path`` reads or writes a merchant's data: all but the service's own paths,
+    the console (which signs its users in) and the platform's calls on merchants."""
+    return not (path in OPEN_PATHS or path == METRICS or _console(path) or _under(path, MERCHANTS))
+
+
 def _console(path: str) -> bool:
     """The console's pages, which check their own signed-in session instead of a bearer key."""
     return _under(path, CONSOLE)
@@ -226,13 +232,13 @@ class Gate:
         it. What is no merchant's (the service's own paths, the console, which signs its
         users in) stays ``default``'s; the platform's calls on merchants are PLATFORM's."""
         path: str = scope["path"]
-        if path in OPEN_PATHS or path == METRICS or _console(path):
-            return None
         caller: Caller | None = scope.get(CALLER)
         if _under(path, MERCHANTS):
             if self.keys.enabled and not (caller and caller.platform and caller.role is Role.ADMIN):
                 return problem_response(403, "only a platform admin key manages merchants")
             scope[MERCHANT] = PLATFORM
+            return None
+        if not merchant_data(path):
             return None
         try:
             given = [value for name, value in scope["headers"] if name == _MERCHANT_HEADER]
