@@ -39,6 +39,7 @@ RUN_VALUES = frozenset(
         "at",
         "changed_at",
         "completed_at",
+        "created_at",
         "id",
         "next_cursor",
         "recorded_at",
