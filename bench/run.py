@@ -118,20 +118,23 @@ async def seed_service(dsn: str, plan: Plan) -> None:
     try:
         await conn.execute(
             f"""
-            INSERT INTO stock (sku, quantity, created_at, updated_at)
-              SELECT 'SKU-' || g, 1000000, now(), now() FROM generate_series(1, {plan.skus}) g;
-            INSERT INTO stock_movements (sku, delta, quantity_after, reason, at, txid)
-              SELECT 'SKU-' || g, 1000000, 1000000, 'set', now(), 0
+            INSERT INTO stock (merchant_id, sku, quantity, created_at, updated_at)
+              SELECT 'default', 'SKU-' || g, 1000000, now(), now()
               FROM generate_series(1, {plan.skus}) g;
-            INSERT INTO sync_executions (order_no, mall, executed_at, recorded_at)
-              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'), 'rakuten', now(), now()
+            INSERT INTO stock_movements
+                (merchant_id, sku, delta, quantity_after, reason, at, txid)
+              SELECT 'default', 'SKU-' || g, 1000000, 1000000, 'set', now(), 0
+              FROM generate_series(1, {plan.skus}) g;
+            INSERT INTO sync_executions (merchant_id, order_no, mall, executed_at, recorded_at)
+              SELECT 'default', '{ORDER_PREFIX}' || lpad(g::text, 10, '0'), 'rakuten', now(),
+                     now()
               FROM generate_series(1, {plan.orders}) g;
-            INSERT INTO sync_execution_lines (order_no, sku, position, quantity)
-              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
+            INSERT INTO sync_execution_lines (merchant_id, order_no, sku, position, quantity)
+              SELECT 'default', '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
                      'SKU-' || (1 + (g * 7) % {plan.skus}), 0, 1 + g % 3
               FROM generate_series(1, {plan.orders}) g;
-            INSERT INTO sync_execution_lines (order_no, sku, position, quantity)
-              SELECT '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
+            INSERT INTO sync_execution_lines (merchant_id, order_no, sku, position, quantity)
+              SELECT 'default', '{ORDER_PREFIX}' || lpad(g::text, 10, '0'),
                      'SKU-' || (1 + (g * 13 + 5) % {plan.skus}), 1, 1
               FROM generate_series(1, {plan.orders}) g
             ON CONFLICT DO NOTHING;
