@@ -264,3 +264,46 @@ def test_check_of_an_unreachable_database_is_one_line_not_a_traceback() -> None:
     assert result.stderr.splitlines() == [
         "restock-service: " + CANNOT_REACH.format(where=where, error=error)
     ]
+
+
+async def test_check_counts_the_merchants_and_names_a_problem_at_any_but_default(
+    client: AsyncClient, db: Database, database_url: str
+) -> None:
+    await _trade(client)  # default's
+    await client.put("/merchants/shop-a", json={"name": "A"})
+    client.headers["Merchant-Id"] = "shop-a"
+    await _trade(client)  # the same skus and orders, shop-a's own
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "restock_service", "check", *args],
+            env={**os.environ, "RESTOCK_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    every = await asyncio.to_thread(run)
+    await _corrupt(
+        db,
+        sa.update(stock)
+        .where(stock.c.merchant_id == "shop-a", stock.c.sku == "B")
+        .values(quantity=99),
+    )
+    broken = await asyncio.to_thread(run)
+    theirs = await asyncio.to_thread(run, "--merchant", "shop-a")
+    ours = await asyncio.to_thread(run, "--merchant", "default")
+    nobody = await asyncio.to_thread(run, "--merchant", "shop-z")
+
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.startswith("books balance at 2 merchants: 4 skus equal their ledger sums")
+    assert (broken.returncode, theirs.returncode) == (1, 1)
+    assert (
+        broken.stdout.splitlines()
+        == theirs.stdout.splitlines()
+        == ["merchant shop-a: sku B: quantity 99 but its ledger sums to 3"]
+    )
+    assert ours.returncode == 0
+    assert ours.stdout.startswith("books balance at 1 merchant: 2 skus")
+    assert nobody.returncode == 2
+    assert nobody.stderr.strip() == "restock-service: no merchant 'shop-z' is registered"

@@ -61,22 +61,24 @@ def _bounded(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-async def _check(settings: Settings) -> BooksReport:
+async def _check(settings: Settings, merchant: str | None) -> BooksReport:
     engine = create_engine(settings, pooled=False)
     try:
         async with read_only(engine).connect() as conn:
-            return await check_books(conn)
+            return await check_books(conn, merchant)
     finally:
         await engine.dispose()
 
 
-def check(settings: Settings) -> int:
+def check(settings: Settings, merchant: str | None = None) -> int:
     """Print what does not hold and return 1, or print a one-line summary and return 0.
     Refuses (``CANNOT_CHECK``) a database it cannot read, or whose schema is not this
     version's head: it vouches only for books whose tables it knows."""
     require_current_schema(settings, CANNOT_CHECK)
     with refusing(settings, CANNOT_CHECK):
-        report = asyncio.run(_check(settings))
+        report = asyncio.run(_check(settings, merchant))
+    if merchant is not None and not report.merchants:
+        raise Refusal(f"no merchant {merchant!r} is registered", CANNOT_CHECK)
     for problem in report.problems:
         print(problem)
     if report.balanced:
@@ -161,8 +163,11 @@ def arguments() -> argparse.ArgumentParser:
         "--migrate", action="store_true", help="migrate the database first, instead of refusing"
     )
     commands.add_parser("openapi", help="print the OpenAPI document")
-    commands.add_parser(
+    check_cmd = commands.add_parser(
         "check", help="verify that stock equals its ledger and restocks match their ledger rows"
+    )
+    check_cmd.add_argument(
+        "--merchant", metavar="ID", type=_merchant_id, help="check one merchant's books only"
     )
     demo_cmd = commands.add_parser(
         "demo", help="run a mixed Rakuten cancel batch and print the merchant's result screen"
@@ -257,7 +262,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(settings, args)
     if args.command == "check":
-        return check(settings)
+        return check(settings, args.merchant)
     if args.command == "demo":
         return demo(settings, args)
     if args.command == "merchants":

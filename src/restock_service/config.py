@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     db_retry_attempts: int = Field(default=5, ge=1, le=50)
     retry_after_s: int = Field(default=2, ge=1)
+    merchant_max_inflight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests of one merchant a process serves at once (default: half the "
+        "database pool).",
+    )
+    merchant_queue_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a request past its merchant's share waits for a place (429 then).",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: Literal["text", "json"] = "text"
     access_log: bool = Field(
@@ -146,6 +157,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an address or a network") from None
         return ",".join(entries)
+
+    @property
+    def merchant_places(self) -> int:
+        """Requests of one merchant a process serves at once (fair_share.py)."""
+        return self.merchant_max_inflight or max(1, self.db_pool_size // 2)
 
     def keys(self) -> ApiKeys:
         return ApiKeys.parse(self.api_keys.get_secret_value())

@@ -27,6 +27,7 @@ from restock_service.api import (
 from restock_service.config import Settings
 from restock_service.console import Console
 from restock_service.drain import Drain
+from restock_service.fair_share import FairShare
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
 from restock_service.migrations import known_revisions
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         drain=drain,
         body_timeout_s=settings.body_timeout_s,
         retry_after_s=settings.retry_after_s,
+        share=FairShare(settings.merchant_places, settings.merchant_queue_s),
     )
     return app
 

@@ -18,6 +18,7 @@ from restock_service.api import bodies
 from restock_service.api.errors import domain_problem, problem_for, problem_response
 from restock_service.drain import Drain
 from restock_service.errors import InvalidRequest
+from restock_service.fair_share import FairShare, TooManyAtOnce
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
 from restock_service.tables import DEFAULT_MERCHANT, PLATFORM
@@ -35,6 +36,7 @@ CONSOLE = "/console"
 CALLER = "restock.caller"  # the scope's key for the access.Caller of a request
 MERCHANT = "restock.merchant"  # … for the merchant_id the request is for
 KEYED = "restock.keyed"  # … for its idempotency.Keyed write (api/idempotent.py)
+SHARED = "restock.shared"  # … true when it is served in one of its merchant's places
 _REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -119,7 +121,9 @@ class Gate:
     5. the body limit: 413 for a body over ``limit`` bytes, before anything parses it, and
        408 for a body that has not arrived within ``body_timeout_s``;
     6. a JSON body that is not UTF-8, or gives a key twice in one object: 422 naming it
-       (api/bodies.py), before either way of answering reads it.
+       (api/bodies.py), before either way of answering reads it;
+    7. a call on a merchant's data is served in one of its merchant's places in this
+       process, or answered 429 (fair_share.py).
 
     While the process drains after SIGTERM, every answer closes its connection.
 
@@ -137,11 +141,13 @@ class Gate:
         drain: Drain,
         body_timeout_s: float,
         retry_after_s: int,
+        share: FairShare,
     ) -> None:
         self.app = app
         self.keys = keys
         self.known = merchants.KnownMerchants()
         self.retry_after_s = retry_after_s
+        self.share = share
         self.limit = limit
         self.metrics = metrics
         self.drain = drain
@@ -186,7 +192,10 @@ class Gate:
                 if problem is not None:
                     await domain_problem(InvalidRequest([problem]))(scope, receive, send_with_id)
                     return
-            await self.app(scope, replay(body, receive), send_with_id)
+            if scope.get(SHARED):
+                await self._shared(scope, replay(body, receive), send_with_id)
+            else:
+                await self.app(scope, replay(body, receive), send_with_id)
         except Exception:
             # A defect, not an input. Answer here, inside, so the 500 carries the request
             # id and the one error shape; past a started response there is nothing to say.
@@ -227,6 +236,20 @@ class Gate:
             return self._too_large()
         return None
 
+    async def _shared(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request in one of its merchant's places (fair_share.py), or answer 429
+        when none frees in time, having done nothing."""
+        merchant = scope[MERCHANT]
+        try:
+            await self.share.enter(merchant)
+        except TooManyAtOnce as exc:
+            await domain_problem(exc)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.share.leave(merchant)
+
     async def _merchant(self, scope: Scope) -> Response | None:
         """Note the merchant the request is for (contract v1.3), or the answer that refuses
         it. What is no merchant's (the service's own paths, the console, which signs its
@@ -253,6 +276,7 @@ class Gate:
                 raise
             return response
         scope[MERCHANT] = wanted.merchant_id
+        scope[SHARED] = True
         return None
 
     async def _body(self, receive: Receive) -> bytes | Response | None:
