@@ -200,9 +200,11 @@ def normalized(value: Any, key: str | None = None) -> Any:
 Answer = dict[str, Any]
 
 
-async def answer(client: httpx.AsyncClient, call: Call) -> Answer:
+async def answer(
+    client: httpx.AsyncClient, call: Call, headers: dict[str, str] | None = None
+) -> Answer:
     """Status, media type and normalized body of the call's answer (headers aside)."""
-    response = await client.request(call.method, call.path, json=call.body)
+    response = await client.request(call.method, call.path, json=call.body, headers=headers)
     media_type = response.headers.get("content-type", "").split(";")[0]
     body: Any = None
     if response.content:
@@ -238,8 +240,10 @@ def _count(call: Call, seen: Answer) -> None:
         event(f"{call.method} {call.path.split('/')[1]}...: {status}")
 
 
-async def _end_state(client: httpx.AsyncClient) -> dict[str, Answer]:
-    return {f"{c.method} {c.path}": await answer(client, c) for c in END_STATE_READS}
+async def _end_state(
+    client: httpx.AsyncClient, headers: dict[str, str] | None = None
+) -> dict[str, Answer]:
+    return {f"{c.method} {c.path}": await answer(client, c, headers) for c in END_STATE_READS}
 
 
 async def _feed_horizon_passed(pg_admin_dsn: str, timeout_s: float = 30.0) -> None:
@@ -365,3 +369,66 @@ def test_sqlite_and_postgresql_end_in_the_same_state_after_any_history(
 ) -> None:
     # One event loop per example: both apps' lifespans, requests and clean-up run in it.
     asyncio.run(replay_on_both(backend_urls, pg_admin_dsn, history))
+
+
+# --- two merchants (contract v1.3) ----------------------------------------------------------
+
+MERCHANTS = ("shop-a", "shop-b")
+
+
+async def _run(
+    url: str, pg_admin_dsn: str, steps: list[tuple[str, Call]]
+) -> tuple[dict[str, list[Answer]], dict[str, dict[str, Answer]], tuple[str, ...]]:
+    """Each merchant's answers in order, its state read back at the end, and the books'
+    problems, after ``steps`` (merchant, call) on emptied tables."""
+    async with AsyncExitStack() as stack:
+        db, client = await _started(stack, url)
+        for merchant_id in MERCHANTS:
+            registered = await client.put(f"/merchants/{merchant_id}", json={"name": "n"})
+            assert registered.status_code == 201, registered.text
+        answers: dict[str, list[Answer]] = {m: [] for m in MERCHANTS}
+        for merchant_id, call in steps:
+            seen = await answer(client, call, {"Merchant-Id": merchant_id})
+            answers[merchant_id].append(seen)
+        if url.startswith("postgresql"):
+            await _feed_horizon_passed(pg_admin_dsn)
+        ends = {m: await _end_state(client, {"Merchant-Id": m}) for m in MERCHANTS}
+        async with db.engine.connect() as conn:
+            problems = (await check_books(conn)).problems
+    return answers, ends, problems
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(a=histories(), b=histories(), data=st.data())
+def test_two_merchants_interleaved_end_exactly_as_each_alone(
+    backend_urls: dict[str, str],
+    pg_admin_dsn: str,
+    a: list[Call],
+    b: list[Call],
+    data: st.DataObject,
+) -> None:
+    """The same skus and order numbers at two merchants, their calls interleaved at random:
+    each merchant's every answer, and its state at the end, are what it gets alone."""
+    order = data.draw(st.permutations(["shop-a"] * len(a) + ["shop-b"] * len(b)))
+    queues = {"shop-a": iter(a), "shop-b": iter(b)}
+    interleaved = [(merchant_id, next(queues[merchant_id])) for merchant_id in order]
+    for backend, url in backend_urls.items():
+        together = asyncio.run(_run(url, pg_admin_dsn, interleaved))
+        alone_a = asyncio.run(_run(url, pg_admin_dsn, [("shop-a", call) for call in a]))
+        alone_b = asyncio.run(_run(url, pg_admin_dsn, [("shop-b", call) for call in b]))
+        for merchant_id, alone, history in (("shop-a", alone_a, a), ("shop-b", alone_b, b)):
+            for what, got, expected in (
+                ("answers", together[0][merchant_id], alone[0][merchant_id]),
+                ("state at the end", together[1][merchant_id], alone[1][merchant_id]),
+            ):
+                assert got == expected, (
+                    f"{backend}: {merchant_id}'s {what} interleaved with the other merchant "
+                    "differ from its own alone:\n"
+                    + "".join(f"  {line}\n" for line in _differences(got, expected))
+                    + f"its history:\n{_history(history)}"
+                )
+        assert together[2] == (), f"{backend}: the books do not balance: {together[2]}"

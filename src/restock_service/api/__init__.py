@@ -169,44 +169,49 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _declare_header(
+    operation: dict[str, Any], parameter: dict[str, Any], answers: dict[str, str]
+) -> None:
+    """Declare a header that the gates read before routing, and the problems it can answer
+    (status: description), each as the operation's other problem documents."""
+    operation.setdefault("parameters", []).append({"in": "header", **parameter})
+    responses = operation["responses"]
+    problem = responses["422"]["content"]
+    for status, description in answers.items():
+        responses.setdefault(status, {"description": description, "content": problem})
+
+
 def _declare_merchant(operation: dict[str, Any]) -> None:
-    operation.setdefault("parameters", []).append(
-        {
-            "name": merchant_rules.HEADER,
-            "in": "header",
-            "required": False,
-            "description": "The merchant the call is for (contract v1.3): required with a "
-            "platform key; a merchant key's own, or absent; without keys, `default` when "
-            "absent. 400 when malformed or missing with a platform key, 403 for another "
-            "merchant than a merchant key's, 404 for a merchant not registered.",
-            "schema": {"type": "string", "pattern": MERCHANT_ID_PATTERN},
-        }
-    )
+    header = merchant_rules.HEADER
+    parameter = {
+        "name": header,
+        "required": False,
+        "description": "The merchant the call is for (contract v1.3): required with a "
+        "platform key; a merchant key's own, or absent; without keys, `default` when "
+        "absent. 400 when malformed or missing with a platform key, 403 for another "
+        "merchant than a merchant key's, 404 for a merchant not registered.",
+        "schema": {"type": "string", "pattern": MERCHANT_ID_PATTERN},
+    }
+    answers = {
+        "400": f"A malformed or missing `{header}`.",
+        "404": "Unknown sku or order, or a merchant not registered.",
+        "429": "Too many requests of the merchant at once; nothing was done (`Retry-After: 1`).",
+    }
+    _declare_header(operation, parameter, answers)
 
 
 def _declare_idempotency(operation: dict[str, Any], required: bool) -> None:
-    operation.setdefault("parameters", []).append(
-        {
-            "name": idempotency.HEADER,
-            "in": "header",
-            "required": required,
-            "description": "Makes a retry safe: the same key with the same request gets the "
-            f"first answer again, with `{idempotency.REPLAYED_HEADER}: true`. 1 to 255 visible "
-            "ASCII characters.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
-        }
-    )
-    responses = operation["responses"]
-    problem = responses["422"]["content"]
-    responses.setdefault(
-        "400",
-        {"description": f"A malformed or missing `{idempotency.HEADER}`.", "content": problem},
-    )
-    responses.setdefault(
-        "409",
-        {
-            "description": f"A request with this `{idempotency.HEADER}` is still in flight "
-            "(`Retry-After: 1`).",
-            "content": problem,
-        },
-    )
+    header = idempotency.HEADER
+    parameter = {
+        "name": header,
+        "required": required,
+        "description": "Makes a retry safe: the same key with the same request gets the "
+        f"first answer again, with `{idempotency.REPLAYED_HEADER}: true`. 1 to 255 visible "
+        "ASCII characters.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    }
+    answers = {
+        "400": f"A malformed or missing `{header}`.",
+        "409": f"A request with this `{header}` is still in flight (`Retry-After: 1`).",
+    }
+    _declare_header(operation, parameter, answers)
