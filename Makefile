@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run test lint format migrate openapi demo check bench bench-quick wrk
+.PHONY: help install lock run test test-fast lint format migrate openapi demo check bench bench-quick wrk
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ lock: ## Rewrite requirements/*.txt from the pyproject.toml files (LOCK_ARGS=--u
 run: install ## Serve on 127.0.0.1:8000 against the embedded SQLite default, migrating first
 	$(BIN)/restock-service serve --migrate --host 127.0.0.1 --port 8000
 
-test: install ## Run the whole suite (SQLite and PostgreSQL), the client's tests too
+test: install ## Run the whole suite (SQLite and PostgreSQL), the client's tests too (about 7 min)
 	$(BIN)/pytest
+
+test-fast: install ## The rules and the in-process API on SQLite: no processes, browser, PgBouncer or installs (about 1 min)
+	RESTOCK_TEST_BACKENDS=sqlite $(BIN)/pytest -q -m "not (processes or browser or pgbouncer or install)"
 
 lint: install ## ruff (lint and format check) and mypy, on the server and the client
 	$(BIN)/ruff check src tests migrations bench clients

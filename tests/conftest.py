@@ -27,10 +27,14 @@ PG_ADMIN_DSN = os.environ.get(
     "RESTOCK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# `make test-fast` runs on SQLite alone (RESTOCK_TEST_BACKENDS=sqlite); CI runs on both.
 BACKENDS = ["sqlite", "postgresql"]
+ONLY = os.environ.get("RESTOCK_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
+RUN_ON = [b for b in BACKENDS if b in ONLY or IN_CI]
 
 # The tests set what they need; a developer's own RESTOCK_* settings must not leak in.
-for _name in [n for n in os.environ if n.startswith("RESTOCK_") and n != "RESTOCK_TEST_PG_DSN"]:
+_TESTS_OWN = {"RESTOCK_TEST_PG_DSN", "RESTOCK_TEST_BACKENDS"}
+for _name in [n for n in os.environ if n.startswith("RESTOCK_") and n not in _TESTS_OWN]:
     del os.environ[_name]
 
 
@@ -49,6 +53,8 @@ def _pg_problem() -> str | None:
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> str:
     """The PostgreSQL server the tests create their databases on."""
+    if "postgresql" not in ONLY and not IN_CI:
+        pytest.skip("RESTOCK_TEST_BACKENDS leaves PostgreSQL out")
     problem = _pg_problem()
     if problem:
         if IN_CI:
@@ -88,7 +94,7 @@ def migrated_pg_database(admin_dsn: str) -> Iterator[str]:
         drop_pg_database(admin_dsn, name)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session", params=RUN_ON)
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
@@ -102,7 +108,7 @@ def database_url(
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=RUN_ON)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of each backend with nothing in it, not even a schema."""
     if request.param == "sqlite":

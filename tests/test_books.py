@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 from httpx import AsyncClient
 
@@ -197,6 +198,7 @@ async def test_failed_and_resolved_lines_that_differ_from_their_snapshots_are_na
     )
 
 
+@pytest.mark.processes
 async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     client: AsyncClient, db: Database, database_url: str
 ) -> None:
@@ -242,6 +244,7 @@ async def test_check_command_exits_0_with_a_summary_or_1_with_the_problems(
     assert more.stderr.splitlines()[-1] == "books do not balance: 3 problem(s)"
 
 
+@pytest.mark.processes
 def test_check_of_an_unreachable_database_is_one_line_not_a_traceback() -> None:
     from restock_service.faults import CANNOT_REACH
     from tests.servers import free_port
@@ -266,6 +269,7 @@ def test_check_of_an_unreachable_database_is_one_line_not_a_traceback() -> None:
     ]
 
 
+@pytest.mark.processes
 async def test_check_counts_the_merchants_and_names_a_problem_at_any_but_default(
     client: AsyncClient, db: Database, database_url: str
 ) -> None:

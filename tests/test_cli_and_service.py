@@ -21,6 +21,8 @@ from restock_service.migrations import NEWER, head_revision
 from tests.conftest import migrated_pg_database
 from tests.servers import free_port
 
+pytestmark = pytest.mark.processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

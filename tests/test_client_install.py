@@ -21,6 +21,8 @@ from restock_service.messages import MESSAGE, Code
 from tests.helpers import rakuten
 from tests.servers import Server
 
+pytestmark = pytest.mark.install
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "clients" / "python"
 

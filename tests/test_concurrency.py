@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
@@ -197,6 +198,7 @@ def _storm_batches(rng: random.Random, order_nos: list[str]) -> list[list[str]]:
     ]
 
 
+@pytest.mark.processes
 async def test_overlapping_duplicate_storms_on_two_processes_wait_for_locks_and_never_deadlock(
     pg_database_url: str, pg_client: tuple[AsyncClient, Database]
 ) -> None:

@@ -25,6 +25,8 @@ from tests.conftest import IN_CI
 from tests.helpers import rakuten
 from tests.servers import Server
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "output" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}

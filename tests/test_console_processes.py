@@ -13,6 +13,8 @@ from tests.helpers import csrf_of
 from tests.servers import Server, running_servers
 from tests.test_console import KEYS, WRITER_KEY
 
+pytestmark = pytest.mark.processes
+
 LIMIT = console.SignInLimiter().failures
 
 

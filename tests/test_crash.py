@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from httpx import AsyncClient
 
@@ -16,6 +17,8 @@ from restock_service.books import check_books
 from restock_service.tables import restock_lines, restocks
 from tests.helpers import Database, order, put_stock, quantities, rakuten, sync
 from tests.servers import Server
+
+pytestmark = pytest.mark.processes
 
 SKUS = [f"SKU-{i:02d}" for i in range(20)]
 ORDERS = 240

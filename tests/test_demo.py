@@ -24,6 +24,8 @@ from restock_service.messages import (
 from restock_service.migrations import migrate
 from tests.servers import free_port
 
+pytestmark = pytest.mark.processes
+
 MALL_REFUSAL = (
     "現在のステータスが発送前キャンセル申請可能なステータスではないため、キャンセルができません。"
 )

@@ -15,8 +15,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import pytest
+
 from restock_service import cli
 from restock_service.config import DEFAULT_DATABASE_URL
+
+pytestmark = pytest.mark.install
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -26,6 +26,8 @@ from tests.conftest import migrated_pg_database
 from tests.helpers import rakuten
 from tests.servers import Server
 
+pytestmark = pytest.mark.processes
+
 KEY = "fuzz-writer-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHECKS = [

@@ -5,6 +5,7 @@ import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from httpx import AsyncClient
 
@@ -12,6 +13,8 @@ from restock_service.books import check_books
 from restock_service.tables import idempotency_keys, stock_movements
 from tests.helpers import Database, put_stock, quantities, quantity
 from tests.servers import Server, running_servers
+
+pytestmark = pytest.mark.processes
 
 REPLAYED = "Idempotent-Replayed"
 BODY = {"delta": 5, "reason": "棚卸し"}

@@ -22,6 +22,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+pytestmark = pytest.mark.install
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "requirements"
 SERVER = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -33,9 +33,9 @@ MERCHANT = "scoped-shop"
 BOUND = re.compile(rf"\bmerchant_id(\)::text)? = '{MERCHANT}'::text")  # in PostgreSQL's plans
 # The tables of merchants' data (distributed by merchant_id on Citus); merchants and api_keys
 # are the platform's, read before a merchant is known (reference tables: docs/scaling.md).
-MERCHANT_TABLES = {
-    t.name for t in metadata.sorted_tables if "merchant_id" in t.c
-} - {"merchants", "api_keys"}
+REFERENCE_TABLES = {"merchants", "api_keys"}
+MERCHANT_TABLES = {t.name for t in metadata.sorted_tables if "merchant_id" in t.c}
+MERCHANT_TABLES -= REFERENCE_TABLES
 # Store calls on no merchant's data: the deployment's housekeeping, its console sessions,
 # and the platform's calls on merchants.
 UNSCOPED = {

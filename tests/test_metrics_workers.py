@@ -17,6 +17,8 @@ from restock_service.metrics import MULTIPROC_DIR
 from tests.servers import Server
 from tests.test_operations import sample
 
+pytestmark = pytest.mark.processes
+
 ROUTE = 'restock_http_requests_total{method="GET",route="/stock/{sku}",status="404"}'
 
 

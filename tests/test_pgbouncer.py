@@ -27,6 +27,8 @@ from restock_service.store.postgres import connect_args
 from tests.conftest import IN_CI, migrated_pg_database
 from tests.servers import free_port, running_servers
 
+pytestmark = pytest.mark.pgbouncer
+
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 

@@ -16,6 +16,8 @@ from restock_service.config import Settings
 from restock_service.migrations import migrate
 from tests.servers import Server
 
+pytestmark = pytest.mark.processes
+
 
 def _get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: restock\r\n\r\n".encode()

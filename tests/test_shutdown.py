@@ -6,10 +6,13 @@ import time
 
 import asyncpg
 import httpx
+import pytest
 from httpx import AsyncClient
 
 from tests.helpers import Database, order, put_stock, quantity, rakuten, sync
 from tests.servers import Server
+
+pytestmark = pytest.mark.processes
 
 
 async def _until(predicate: "object", timeout_s: float = 10) -> None:

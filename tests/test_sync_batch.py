@@ -573,6 +573,7 @@ async def _until_waiting_on_locks(db: Database, count: int, storm: asyncio.Futur
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.processes
 async def test_overlapping_batch_storm_across_two_server_processes_records_each_order_once(
     pg_database_url: str, pg_client: tuple[AsyncClient, Database]
 ) -> None:
