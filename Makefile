@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run test test-fast lint format migrate openapi demo check bench bench-quick wrk
+.PHONY: help install lock run test test-fast lint format migrate sql openapi demo check bench bench-quick wrk
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench: install wrk ## Benchmark against pgbench in one run (a few minutes); see 
 
 bench-quick: install wrk ## The benchmark's quick mode (CI): every phase briefly, all answers 200
 	$(BIN)/python bench/run.py --quick
+
+sql: install ## Rewrite src/restock_service/store/sent/: each PostgreSQL statement as it is sent, keyed or not
+	$(BIN)/python -m restock_service.store.statements
 
 openapi: install ## Rewrite openapi/openapi.json from the app
 	$(BIN)/restock-service openapi > openapi/openapi.json

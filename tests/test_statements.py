@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from restock_service.store.receipts import Receipt, head_of
-from restock_service.store.statements import GATE, SQL_DIR, statement
+from restock_service.store.statements import GATE, SENT_DIR, SQL_DIR, sent, statement
 
 # Writes that are no API request's effect: the keys' own housekeeping, and the console's
 # sign-outs (a console session, not an API write).
@@ -77,3 +77,10 @@ def test_a_receipt_keeps_a_text_that_looks_like_a_time_as_text() -> None:
     receipt = Receipt(b'[[{"note": "2026-12-02T08:00:00+00:00"}]]')
     (row,) = receipt.rows(0, [("note", "text")])
     assert row["note"] == "2026-12-02T08:00:00+00:00"
+
+
+def test_what_each_statement_sends_is_written_out_for_review_and_current() -> None:
+    on_disk = {path.name: path.read_text() for path in SENT_DIR.glob("*.sql")}
+    assert on_disk.keys() == sent().keys(), "run `make sql`"
+    stale = [file for file, text in sent().items() if on_disk[file] != text]
+    assert stale == [], f"run `make sql`: {stale} differ from what is sent"

@@ -6,6 +6,9 @@ arguments out in that order. A cast (``::text``) is not a parameter. Comments (`
 the reader and are not sent. A file may pull in a shared part with a line
 ``-- include: NAME.sql``.
 
+``make sql`` writes what each statement sends, in each variant, to ``sent/`` for review;
+tests/test_statements.py fails when those files are not current.
+
 A write statement can also run **keyed** (idempotency.py): in the one statement, it takes the
 caller's idempotency key and keeps its own rows under it as the key's receipt. It fails, its
 effect undone, when the key is not its to take: with SQLSTATE RK409
@@ -107,3 +110,36 @@ def statement(name: str, *, keyed: bool = False) -> Statement:
     source, writes = _variant(_source(f"{name}.sql"), keyed)
     text = _NAME.sub(number, _COMMENT.sub("", source).strip())
     return Statement(name, text, tuple(names), writes)
+
+
+SENT_DIR = Path(__file__).with_name("sent")
+
+
+def names() -> list[str]:
+    """Every statement in ``sql/``: each file but those only included by others."""
+    files = {path.stem: path.read_text() for path in SQL_DIR.glob("*.sql")}
+    included = {m.removesuffix(".sql") for text in files.values() for m in _INCLUDE.findall(text)}
+    return sorted(set(files) - included)
+
+
+def sent() -> dict[str, str]:
+    """What each variant of each statement sends, by file name: ``NAME.sql``, and
+    ``NAME.keyed.sql`` for a write statement, each under a line naming its parameters."""
+    variants: dict[str, str] = {}
+    for name in names():
+        for keyed in (False, True):
+            if keyed and not statement(name).writes:
+                continue
+            query = statement(name, keyed=keyed)
+            numbered = ", ".join(f"${i} {n}" for i, n in enumerate(query.names, 1))
+            file = f"{name}.keyed.sql" if keyed else f"{name}.sql"
+            variants[file] = f"-- {numbered or 'no parameters'}\n{query.text}\n"
+    return variants
+
+
+if __name__ == "__main__":  # `make sql`: write what runs, for review
+    SENT_DIR.mkdir(exist_ok=True)
+    for stale in SENT_DIR.glob("*.sql"):
+        stale.unlink()
+    for file, text in sent().items():
+        (SENT_DIR / file).write_text(text)

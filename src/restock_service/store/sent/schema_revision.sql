@@ -1,0 +1,2 @@
+-- no parameters
+SELECT version_num FROM alembic_version
