@@ -33,6 +33,7 @@ from restock_service.schemas import (
     RestockRecordOut,
     SyncExecutionOut,
 )
+from restock_service.tables import DEFAULT_MERCHANT
 
 # --- Japan time ------------------------------------------------------------------------------
 
@@ -627,5 +628,8 @@ class Console:
 
     @classmethod
     def of(cls, keys: ApiKeys, secret: str, lifetime_s: int) -> "Console":
+        """The console of ``default``: only its keys sign in (the pages show its data), so
+        no other merchant's key, nor a platform key, opens them."""
         signing = signing_secret(secret, keys)
-        return cls(Sessions(signing, keys, lifetime_s), SignInLimiter(), keys, Notices(signing))
+        own = ApiKeys(tuple(e for e in keys.entries if e[1].merchant == DEFAULT_MERCHANT))
+        return cls(Sessions(signing, own, lifetime_s), SignInLimiter(), own, Notices(signing))
