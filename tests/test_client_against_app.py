@@ -289,3 +289,30 @@ async def test_the_apps_in_flight_409_is_retried_after_its_retry_after_and_moves
         assert delays.seen == []
         assert (got.quantity, got.attempts, got.replayed) == (15, 1, False)
     assert await quantity(client, "A") == 15
+
+
+async def test_a_platform_key_names_its_merchant_and_a_merchant_key_needs_none(
+    database_url: str, client: AsyncClient
+) -> None:
+    """Contract v1.3: the client sends ``Merchant-Id`` for the merchant it was given."""
+    keys = json.dumps(
+        [
+            {"name": "ops", "key": "platform-key-1", "role": "writer", "merchant": "*"},
+            {"name": "sync", "key": "shop-a-key-1", "role": "writer", "merchant": "shop-a"},
+        ]
+    )
+    assert (await client.put("/merchants/shop-a", json={"name": "A"})).status_code == 201
+    client.headers["Merchant-Id"] = "shop-a"
+    await put_stock(client, "A", 10)
+    async with app_with(database_url, api_keys=keys) as keyed:
+        async with client_of(keyed, api_key="platform-key-1", merchant="shop-a") as platform:
+            by_platform = await platform.adjust("A", 1, "棚卸し")
+        async with client_of(keyed, api_key="shop-a-key-1") as shop:
+            by_shop = await shop.adjust("A", 1, "棚卸し")
+        async with client_of(keyed, api_key="platform-key-1") as unnamed:
+            with pytest.raises(RestockRequestError) as refused:
+                await unnamed.adjust("A", 1, "棚卸し")
+
+    assert (by_platform.quantity, by_shop.quantity) == (11, 12)
+    assert refused.value.status == 400
+    assert await quantity(client, "A") == 12

@@ -338,6 +338,25 @@ async def test_retries_a_503_honouring_retry_after(
     assert got.counts.success == 1
 
 
+async def test_a_429_of_the_merchants_share_is_retried_after_its_retry_after_naming_the_merchant(
+    service: respx.MockRouter, sleep: FakeSleep
+) -> None:
+    too_many = httpx.Response(
+        429,
+        headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
+        json={"type": "about:blank", "title": "Too Many Requests", "status": 429},
+    )
+    route = service.post("/restocks").mock(
+        side_effect=[too_many, httpx.Response(200, json=RESTORED_A)]
+    )
+    async with client(sleep, merchant="shop-a") as c:
+        got = await c.restock("rakuten", [OrderCancel(ORDER_A, True)])
+    assert route.call_count == 2
+    assert sleep.delays == [1]
+    assert [call.request.headers["Merchant-Id"] for call in route.calls] == ["shop-a"] * 2
+    assert got.counts.success == 1
+
+
 async def test_retry_after_as_an_http_date(service: respx.MockRouter, sleep: FakeSleep) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     service.post("/restocks").mock(

@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+MERCHANT_HEADER = "Merchant-Id"
 DEFAULT_TIMEOUT_S = 10.0
 
 # Failures after which the request may have reached the server (and been applied): the
@@ -125,6 +126,7 @@ class RestockClient:
         base_url: str | httpx.URL,
         *,
         api_key: str | None = None,
+        merchant: str | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT_S,
         max_attempts: int = 5,
         backoff_base: float = 0.2,
@@ -134,7 +136,11 @@ class RestockClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        """Configure the client; it opens connections lazily, close it with ``aclose()``."""
+        """Configure the client; it opens connections lazily, close it with ``aclose()``.
+
+        ``merchant`` is the merchant every call is for (contract v1.3), sent as
+        ``Merchant-Id``: required with a platform key; a merchant key's calls are its
+        merchant's without it."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not 0 < backoff_base <= backoff_cap:
@@ -146,6 +152,8 @@ class RestockClient:
         headers = {"Accept": "application/json, application/problem+json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key}"
+        if merchant is not None:
+            headers[MERCHANT_HEADER] = merchant
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -443,9 +451,13 @@ def _new_key() -> str:
 
 
 def _retryable(response: httpx.Response, *, keyed: bool) -> bool:
-    """Whether an answer asks to be sent again: a 503 (nothing changed), or, for a keyed
-    call, the 409 with ``Retry-After`` that says its key's first request is in flight."""
-    if response.status_code == 503:
+    """Whether an answer asks to be sent again: a 503, or a 429 with ``Retry-After`` (too
+    many of the merchant's requests at once), neither of which changed anything; or, for a
+    keyed call, the 409 with ``Retry-After`` that says its key's first request is in
+    flight."""
+    if response.status_code == 503 or (
+        response.status_code == 429 and "Retry-After" in response.headers
+    ):
         return True
     return keyed and response.status_code == 409 and "Retry-After" in response.headers
 
