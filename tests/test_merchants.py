@@ -5,7 +5,11 @@ skus and two orders, and another merchant's record is answered exactly as an abs
 """
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -258,3 +262,34 @@ def test_keys_name_their_merchant_and_only_the_platform_has_admins() -> None:
         {"name": "x", "key": "k2", "role": "writer", "merchant": "shop-b"},
     ]
     assert len(Settings(api_keys=json.dumps(same_name_two_merchants)).keys().entries) == 2
+
+
+@pytest.mark.processes
+def test_the_merchants_command_adds_once_lists_and_refuses_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}"
+    env = {**os.environ, "RESTOCK_DATABASE_URL": url}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "restock_service", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    assert run("migrate").returncode == 0
+    added = run("merchants", "add", "shop-a", "--name", "ショップA")
+    again = run("merchants", "add", "shop-a", "--name", "other")  # changes nothing
+    listed = run("merchants", "list")
+    bad_id = run("merchants", "add", "Shop-A")
+    bad_name = run("merchants", "add", "shop-b", "--name", "x" * 101)
+
+    assert (added.returncode, added.stdout) == (0, "shop-a\tショップA\tregistered\n")
+    assert (again.returncode, again.stdout) == (0, "shop-a\tショップA\talready registered\n")
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [
+        ["default", "default"],
+        ["shop-a", "ショップA"],
+    ]
+    assert bad_id.returncode == 2
+    assert "'Shop-A' is not a merchant id: 1 to 32 lowercase letters" in bad_id.stderr
+    assert bad_name.returncode == 1
+    assert bad_name.stderr.strip() == (
+        "restock-service merchants: --name: String should have at most 100 characters"
+    )
+    assert "shop-b" not in run("merchants", "list").stdout

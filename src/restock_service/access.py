@@ -8,11 +8,10 @@ which also manages merchants and keys). Contract v1.3.
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from restock_service.tables import DEFAULT_MERCHANT, MERCHANT_ID_PATTERN, PLATFORM
+from restock_service.tables import DEFAULT_MERCHANT, PLATFORM, is_merchant_id
 
 
 class Role(StrEnum):
@@ -129,7 +128,7 @@ def _named(position: int, item: object) -> tuple[bytes, Caller]:
         raise ValueError(f"entry {position} {shape}")
     name, key, role = item["name"], item["key"], item["role"]
     merchant = item.get("merchant", DEFAULT_MERCHANT)
-    if merchant != PLATFORM and not (isinstance(merchant, str) and MERCHANT_ID.fullmatch(merchant)):
+    if merchant != PLATFORM and not is_merchant_id(merchant):
         raise ValueError(f'entry {position}: merchant must be a merchant\'s id or "*"')
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64 or name != name.strip():
         raise ValueError(
@@ -146,4 +145,3 @@ def _named(position: int, item: object) -> tuple[bytes, Caller]:
 
 
 _FIELDS = {"name", "key", "role", "merchant"}
-MERCHANT_ID = re.compile(MERCHANT_ID_PATTERN)

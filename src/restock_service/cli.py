@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,9 +20,10 @@ from restock_service.logs import configure_logging
 from restock_service.merchants import Merchant
 from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, require_current_schema
+from restock_service.schemas import MerchantIn
 from restock_service.scope import Scope
 from restock_service.store import open_store
-from restock_service.tables import MERCHANT_ID_PATTERN, PLATFORM
+from restock_service.tables import MERCHANT_ID_RULE, PLATFORM, is_merchant_id
 
 # Where `serve` listens unless told otherwise: where `make run` serves the console.
 DEFAULT_HOST = "127.0.0.1"
@@ -199,12 +199,12 @@ def arguments() -> argparse.ArgumentParser:
 
 def _merchant_id(text: str) -> str:
     """An argparse type: a merchant's id (contract v1.3), or a one-line refusal."""
-    if not re.fullmatch(MERCHANT_ID_PATTERN, text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a merchant id: 1 to 32 lowercase letters, digits and '-', "
-            "beginning with a letter or digit"
-        )
+    if not is_merchant_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a merchant id: {MERCHANT_ID_RULE}")
     return text
+
+
+PAGE = 1000  # merchants read at a time by `merchants list`
 
 
 def merchants(settings: Settings, args: argparse.Namespace) -> int:
@@ -213,8 +213,11 @@ def merchants(settings: Settings, args: argparse.Namespace) -> int:
     with refusing(settings):
         if args.verb == "add":
             name = args.name if args.name is not None else args.merchant_id
-            if not 1 <= len(name) <= 100:
-                raise Refusal("a merchant's name is 1 to 100 characters", command="merchants")
+            try:  # the rule of PUT /merchants/{id}'s body
+                name = MerchantIn(name=name).name
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise Refusal(f"--name: {problem}", command="merchants") from None
             merchant, created = asyncio.run(_add_merchant(settings, args.merchant_id, name))
             state = "registered" if created else "already registered"
             print(f"{merchant.merchant_id}\t{merchant.name}\t{state}")
@@ -237,8 +240,11 @@ async def _merchants(settings: Settings) -> list[Merchant]:
     store = open_store(settings)
     found: list[Merchant] = []
     try:
-        while page := await store.merchants(found[-1].merchant_id if found else None, 1000):
+        while True:
+            page = await store.merchants(found[-1].merchant_id if found else None, PAGE)
             found += page
+            if len(page) < PAGE:
+                break
     finally:
         await store.close()
     return found

@@ -7,17 +7,15 @@ merchant by its key, or, for a platform key (and with no keys configured), by th
 applies them before routing.
 """
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from restock_service.access import Caller
 from restock_service.errors import FieldProblem, Forbidden, InvalidRequest, NotFound
-from restock_service.tables import DEFAULT_MERCHANT, MERCHANT_ID_PATTERN
+from restock_service.tables import DEFAULT_MERCHANT, MERCHANT_ID_RULE, is_merchant_id
 
 HEADER = "Merchant-Id"
-_MERCHANT_ID = re.compile(MERCHANT_ID_PATTERN.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +58,9 @@ def wanted(caller: Caller | None, given: list[bytes]) -> Wanted:
     and its ``Merchant-Id`` header values; raises a refusal otherwise (contract v1.3)."""
     if len(given) > 1:
         raise MerchantHeaderInvalid("was sent more than once; send one merchant per request")
-    header = given[0] if given else None
-    if header is not None and not _MERCHANT_ID.fullmatch(header):
-        raise MerchantHeaderInvalid(
-            "must be 1 to 32 lowercase letters, digits and '-', beginning with a letter or digit"
-        )
-    merchant_id = header.decode("ascii") if header is not None else None
+    merchant_id = given[0].decode("latin-1") if given else None
+    if merchant_id is not None and not is_merchant_id(merchant_id):
+        raise MerchantHeaderInvalid(f"must be {MERCHANT_ID_RULE}")
     if caller is not None and not caller.platform:
         if merchant_id is not None and merchant_id != caller.merchant:
             raise OtherMerchant()

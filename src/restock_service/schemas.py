@@ -18,7 +18,6 @@ from pydantic import (
 
 from restock_service.messages import Code, Mall, Outcome, RestockStatus, SyncCode
 from restock_service.rules import BatchResult, Line, SyncDecision
-from restock_service.tables import MERCHANT_ID_LENGTH, MERCHANT_ID_PATTERN
 
 ORDER_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Visible ASCII except / ? # % (they would break the sku's place in a URL path).
@@ -305,16 +304,6 @@ class Problem(BaseModel):
 
 
 # --- merchants (contract v1.3) -------------------------------------------------------------
-
-MerchantId = Annotated[
-    str,
-    Field(
-        max_length=MERCHANT_ID_LENGTH,
-        pattern=MERCHANT_ID_PATTERN,
-        description="Lowercase letters, digits and -, beginning with a letter or digit.",
-        examples=["shop-a"],
-    ),
-]
 
 
 class MerchantIn(Request):

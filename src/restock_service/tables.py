@@ -9,6 +9,7 @@ kept unique, within that merchant, as Citus asks of a table distributed by it
 fails rather than lands at one.
 """
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,9 +51,17 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 MERCHANT_ID_LENGTH = 32
-# A merchant_id (contract v1.3): lowercase letters, digits and "-", beginning with one of the
-# first two. Checked where a request names one (merchants.py), so "*" is no merchant's.
+# A merchant_id (contract v1.3), checked wherever one is named (the Merchant-Id header, the
+# keys' merchants, paths, the CLI), so "*" is no merchant's. Its one home, with its wording.
 MERCHANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+MERCHANT_ID_RULE = "1 to 32 lowercase letters, digits and '-', beginning with a letter or digit"
+_MERCHANT_ID = re.compile(MERCHANT_ID_PATTERN)
+
+
+def is_merchant_id(value: object) -> bool:
+    return isinstance(value, str) and _MERCHANT_ID.fullmatch(value) is not None
+
+
 DEFAULT_MERCHANT = "default"  # in every deployment; v1.2's data is its
 PLATFORM = "*"  # the merchant_id of a platform key: no merchant's id can be "*"
 

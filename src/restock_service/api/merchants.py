@@ -8,7 +8,7 @@ from restock_service import platform
 from restock_service.api.deps import DB, Cursor, Limit, Scoped, problems
 from restock_service.api.routing import FastRoute
 from restock_service.schemas import MerchantIn, MerchantOut, MerchantPage
-from restock_service.tables import MERCHANT_ID_LENGTH, MERCHANT_ID_PATTERN
+from restock_service.tables import MERCHANT_ID_LENGTH, MERCHANT_ID_PATTERN, MERCHANT_ID_RULE
 
 router = APIRouter(tags=["merchants"], route_class=FastRoute)
 
@@ -17,7 +17,7 @@ MerchantIdPath = Annotated[
     Path(
         max_length=MERCHANT_ID_LENGTH,
         pattern=MERCHANT_ID_PATTERN,
-        description="Lowercase letters, digits and -, beginning with a letter or digit.",
+        description=MERCHANT_ID_RULE.capitalize() + ".",
     ),
 ]
 
