@@ -33,8 +33,8 @@ ONLY = os.environ.get("RESTOCK_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
 RUN_ON = [b for b in BACKENDS if b in ONLY or IN_CI]
 
 # The tests set what they need; a developer's own RESTOCK_* settings must not leak in.
-_TESTS_OWN = {"RESTOCK_TEST_PG_DSN", "RESTOCK_TEST_BACKENDS"}
-for _name in [n for n in os.environ if n.startswith("RESTOCK_") and n not in _TESTS_OWN]:
+TESTS_OWN = {"RESTOCK_TEST_PG_DSN", "RESTOCK_TEST_BACKENDS"}
+for _name in [n for n in os.environ if n.startswith("RESTOCK_") and n not in TESTS_OWN]:
     del os.environ[_name]
 
 

@@ -22,17 +22,17 @@ pytestmark = pytest.mark.processes
 ROUTE = 'restock_http_requests_total{method="GET",route="/stock/{sku}",status="404"}'
 
 
-def served_by_worker(directory: Path) -> dict[int, float]:
-    """Each worker's own count of the requests above, from its own file."""
+def served_by_worker(
+    directory: Path, route: str = "/stock/{sku}", status: str = "404"
+) -> dict[int, float]:
+    """Each worker's own count of GET requests of ``route`` answered ``status`` (by default
+    those above), from its own file."""
     counts = {}
+    wanted = {"method": "GET", "route": route, "status": status}
     for path in directory.glob("counter_*.db"):
         for metric in MultiProcessCollector.merge([str(path)]):  # type: ignore[no-untyped-call]
             for s in metric.samples:
-                if s.name == "restock_http_requests_total" and s.labels == {
-                    "method": "GET",
-                    "route": "/stock/{sku}",
-                    "status": "404",
-                }:
+                if s.name == "restock_http_requests_total" and s.labels == wanted:
                     counts[int(path.stem.split("_")[1])] = s.value
     return counts
 

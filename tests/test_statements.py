@@ -12,7 +12,8 @@ from restock_service.store.statements import GATE, SENT_DIR, SQL_DIR, sent, stat
 
 # Writes that are no API request's effect: the keys' own housekeeping, and the console's
 # sign-outs (a console session, not an API write).
-HOUSEKEEPING = {"key_purge", "key_forget", "sign_out", "sign_out_purge"}
+# Writes no request asks for: the deployment's housekeeping, and noting a key's last use.
+HOUSEKEEPING = {"key_purge", "key_forget", "sign_out", "sign_out_purge", "api_key_find"}
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
 
 

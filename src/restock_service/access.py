@@ -8,6 +8,7 @@ which also manages merchants and keys). Contract v1.3.
 import hashlib
 import hmac
 import json
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +26,8 @@ PLATFORM_PREFIX = "platform:"  # of a platform key's actor; no merchant key's na
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+KEY_NAME_LENGTH = 64
+KEY_PREFIX = "rsk_"  # of every key made here, so that a secret scanner can tell one
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +74,11 @@ class ApiKeys:
                 key, sep, role = (part.strip() for part in item.rpartition(":"))
                 if not sep or not key or role not in MERCHANT_ROLES:
                     raise ValueError(f"entry {position} must look like KEY:writer or KEY:reader")
-                digest = _digest(key)
-                entries.append((digest, Caller(f"key-{digest.hex()[:8]}", Role(role))))
+                hashed = digest(key)
+                entries.append((hashed, Caller(f"key-{hashed.hex()[:8]}", Role(role))))
         for what, values in (
             ("name", [f"{caller.merchant}/{caller.name}" for _, caller in entries]),
-            ("key", [digest.hex() for digest, _ in entries]),
+            ("key", [hashed.hex() for hashed, _ in entries]),
         ):
             repeated = {v for v in values if values.count(v) > 1}
             if repeated:
@@ -89,10 +92,10 @@ class ApiKeys:
 
     def caller_of(self, presented: str) -> Caller | None:
         """Who holds ``presented``, comparing against every key in constant time."""
-        digest = _digest(presented)
+        hashed = digest(presented)
         found = None
         for known, caller in self.entries:
-            if hmac.compare_digest(known, digest):
+            if hmac.compare_digest(known, hashed):
                 found = caller
         return found
 
@@ -106,8 +109,30 @@ def allows(role: Role, method: str) -> bool:
     return role is not Role.READER or method.upper() in READ_METHODS
 
 
-def _digest(key: str) -> bytes:
+def digest(key: str) -> bytes:
+    """What is kept of a key: its SHA-256. A key is random (``new_key``, or an operator's in
+    RESTOCK_API_KEYS), so its digest cannot be turned back into it."""
     return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def new_key() -> str:
+    """A new key: 256 random bits, URL-safe, after ``KEY_PREFIX``."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_name_problem(name: object, platform: bool) -> str | None:
+    """What is wrong with ``name`` as the name of a key (a platform key when ``platform``),
+    or None: 1 to 64 characters, printable, without spaces around; a merchant key's may not
+    begin with ``platform:``, which marks a platform key's actor."""
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= KEY_NAME_LENGTH:
+        return f"must be 1 to {KEY_NAME_LENGTH} characters, without spaces around"
+    if name != name.strip():
+        return f"must be 1 to {KEY_NAME_LENGTH} characters, without spaces around"
+    if not name.isprintable():
+        return "must be printable characters only"
+    if not platform and name.startswith(PLATFORM_PREFIX):
+        return f"may not begin with {PLATFORM_PREFIX} in a merchant key"
+    return None
 
 
 def _json(raw: str) -> list[object]:
@@ -130,18 +155,15 @@ def _named(position: int, item: object) -> tuple[bytes, Caller]:
     merchant = item.get("merchant", DEFAULT_MERCHANT)
     if merchant != PLATFORM and not is_merchant_id(merchant):
         raise ValueError(f'entry {position}: merchant must be a merchant\'s id or "*"')
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64 or name != name.strip():
-        raise ValueError(
-            f"entry {position}: name must be 1 to 64 characters, without spaces around"
-        )
+    problem = key_name_problem(name, merchant == PLATFORM)
+    if problem is not None:
+        raise ValueError(f"entry {position}: name {problem}")
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"entry {position}: key must be a non-empty string")
     roles = Role.__members__.values() if merchant == PLATFORM else MERCHANT_ROLES
     if role not in roles:
         raise ValueError(f"entry {position}: role must be {' or '.join(roles)}")
-    if merchant != PLATFORM and name.startswith(PLATFORM_PREFIX):
-        raise ValueError(f"entry {position}: a merchant key's name may not begin with platform:")
-    return _digest(key.strip()), Caller(name, Role(role), merchant)
+    return digest(key.strip()), Caller(name, Role(role), merchant)
 
 
 _FIELDS = {"name", "key", "role", "merchant"}

@@ -1,4 +1,4 @@
-"""The ``restock-service`` command: migrate, serve, check, demo, openapi, merchants. A
+"""The ``restock-service`` command: migrate, serve, check, demo, openapi, merchants, keys. A
 command that cannot do its work raises ``faults.Refusal``; ``main`` prints its one line."""
 
 import argparse
@@ -6,28 +6,33 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 
+from restock_service import platform
+from restock_service.access import MERCHANT_ROLES, Role, key_name_problem
 from restock_service.books import BooksReport, check_books
 from restock_service.config import Settings, normalize_database_url, unknown_variables
 from restock_service.engine import create_engine, read_only
+from restock_service.errors import DomainError
 from restock_service.faults import Refusal, refusing
+from restock_service.keys import Keyring
 from restock_service.logs import configure_logging
 from restock_service.merchants import Merchant
 from restock_service.metrics import shared_by_workers
 from restock_service.migrations import migrate, require_current_schema
 from restock_service.schemas import MerchantIn
 from restock_service.scope import Scope
-from restock_service.store import open_store
+from restock_service.store import Store, open_store
 from restock_service.tables import MERCHANT_ID_RULE, PLATFORM, is_merchant_id
 
 # Where `serve` listens unless told otherwise: where `make run` serves the console.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+T = TypeVar("T")
 # `check`'s status when it cannot check: 1 says that the books do not balance.
 CANNOT_CHECK = 2
 
@@ -104,9 +109,29 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.migrate:
         migrate(settings)
     require_current_schema(settings)
+    with refusing(settings):
+        _names_apart(settings)
     print(f"console: {console_url(args.host, args.port)}", flush=True)
     with shared_by_workers(args.workers):  # before the workers start: they inherit it
         return serving.run(settings, args.host, args.port, args.workers)
+
+
+def _names_apart(settings: Settings) -> None:
+    """Refuse to serve when a key's name is both in RESTOCK_API_KEYS and in the database
+    (contract v1.3): an actor would not say which key wrote."""
+    configured = Keyring(settings.keys())
+    stored = asyncio.run(_in_store(settings, lambda store: store.api_keys(None)))
+    both = sorted(
+        f"{r.merchant_id}/{r.name}"
+        for r in stored
+        if configured.is_configured(r.merchant_id, r.name)
+    )
+    if both:
+        raise Refusal(
+            f"a key name may not be both in RESTOCK_API_KEYS and in the database: {', '.join(both)}"
+            " (revoke one: restock-service keys revoke)",
+            2,
+        )
 
 
 def demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -194,6 +219,23 @@ def arguments() -> argparse.ArgumentParser:
     add_cmd.add_argument("merchant_id", metavar="ID", type=_merchant_id)
     add_cmd.add_argument("--name", help="its name (by default its ID)")
     merchant_verbs.add_parser("list", help="the merchants, one a line")
+    keys_cmd = commands.add_parser("keys", help="the keys kept in the database")
+    key_verbs = keys_cmd.add_subparsers(dest="verb", required=True)
+    for verb, help_, whose_required in (
+        ("add", "make a key and print it, once, alone on its line", True),
+        ("list", "names, roles, merchants, when made, when last used; never a key", False),
+        ("revoke", "revoke a key: every process refuses it within 2 s", True),
+    ):
+        verb_cmd = key_verbs.add_parser(verb, help=help_)
+        whose = verb_cmd.add_mutually_exclusive_group(required=whose_required)
+        whose.add_argument("--merchant", metavar="ID", type=_merchant_id, help="a merchant's key")
+        whose.add_argument("--platform", action="store_true", help="a platform key")
+        if verb != "list":
+            verb_cmd.add_argument(
+                "--name", required=True, help="the key's name, 1 to 64 characters"
+            )
+        if verb == "add":
+            verb_cmd.add_argument("--role", required=True, choices=[r.value for r in Role])
     return parser
 
 
@@ -218,36 +260,87 @@ def merchants(settings: Settings, args: argparse.Namespace) -> int:
             except ValidationError as exc:
                 problem = exc.errors()[0]["msg"]
                 raise Refusal(f"--name: {problem}", command="merchants") from None
-            merchant, created = asyncio.run(_add_merchant(settings, args.merchant_id, name))
+            now = datetime.now(UTC)
+            merchant, created = asyncio.run(
+                _in_store(
+                    settings,
+                    lambda store: store.put_merchant(
+                        Scope(PLATFORM), args.merchant_id, name, now, rename=False
+                    ),
+                )
+            )
             state = "registered" if created else "already registered"
             print(f"{merchant.merchant_id}\t{merchant.name}\t{state}")
             return 0
-        for merchant in asyncio.run(_merchants(settings)):
+        for merchant in asyncio.run(_in_store(settings, _merchants)):
             print(f"{merchant.merchant_id}\t{merchant.name}\t{merchant.created_at.isoformat()}")
     return 0
 
 
-async def _add_merchant(settings: Settings, merchant_id: str, name: str) -> tuple[Merchant, bool]:
-    store = open_store(settings)
-    try:
-        now = datetime.now(UTC)
-        return await store.put_merchant(Scope(PLATFORM), merchant_id, name, now, rename=False)
-    finally:
-        await store.close()
-
-
-async def _merchants(settings: Settings) -> list[Merchant]:
-    store = open_store(settings)
+async def _merchants(store: Store) -> list[Merchant]:
     found: list[Merchant] = []
+    while True:
+        page = await store.merchants(found[-1].merchant_id if found else None, PAGE)
+        found += page
+        if len(page) < PAGE:
+            return found
+
+
+def keys(settings: Settings, args: argparse.Namespace) -> int:
+    """``keys add``, ``keys list`` and ``keys revoke``, by the rules of the platform's calls."""
+    require_current_schema(settings)
+    merchant = PLATFORM if args.platform else args.merchant
+    with refusing(settings):
+        if args.verb == "list":
+            for record in asyncio.run(_in_store(settings, lambda store: store.api_keys(merchant))):
+                used = record.last_used_at.isoformat() if record.last_used_at else "-"
+                print(
+                    f"{record.merchant_id}\t{record.name}\t{record.role}"
+                    f"\t{record.created_at.isoformat()}\t{used}"
+                )
+            return 0
+        problem = key_name_problem(args.name, merchant == PLATFORM)
+        if problem is not None:
+            raise Refusal(f"--name {problem}", command="keys")
+        if args.verb == "add" and args.role not in (
+            tuple(Role) if args.platform else MERCHANT_ROLES
+        ):
+            raise Refusal("--role admin is a platform key's only (--platform)", command="keys")
+        keyring = Keyring(settings.keys())
+        now = datetime.now(UTC)
+        try:
+            if args.verb == "add":
+                role = Role(args.role)
+                made = asyncio.run(
+                    _in_store(
+                        settings,
+                        lambda store: platform.add_key(
+                            store, keyring, Scope(PLATFORM), merchant, args.name, role, now
+                        ),
+                    )
+                )
+                print(made.key)
+            else:
+                asyncio.run(
+                    _in_store(
+                        settings,
+                        lambda store: platform.revoke_key(
+                            store, keyring, Scope(PLATFORM), merchant, args.name, now
+                        ),
+                    )
+                )
+        except DomainError as exc:
+            raise Refusal(exc.detail, command="keys") from None
+    return 0
+
+
+async def _in_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """What ``work`` does with a store of its own, closed after."""
+    store = open_store(settings)
     try:
-        while True:
-            page = await store.merchants(found[-1].merchant_id if found else None, PAGE)
-            found += page
-            if len(page) < PAGE:
-                break
+        return await work(store)
     finally:
         await store.close()
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,5 +366,7 @@ def _command(args: argparse.Namespace) -> int:
         return demo(settings, args)
     if args.command == "merchants":
         return merchants(settings, args)
+    if args.command == "keys":
+        return keys(settings, args)
     openapi()
     return 0

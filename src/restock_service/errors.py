@@ -28,6 +28,16 @@ class Forbidden(DomainError):
     status = 403
 
 
+class Unauthenticated(DomainError):
+    """Keys are needed, and the request has none that is valid."""
+
+    status = 401
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self) -> None:
+        super().__init__("send a valid key as `Authorization: Bearer <key>`")
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
     """One offending field: where it is, what was wrong, and the value that was sent."""

@@ -1,7 +1,7 @@
 """Request and response bodies (pydantic). Requests reject unknown fields and loose types."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,7 +15,9 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from restock_service.access import KEY_NAME_LENGTH, key_name_problem
 from restock_service.messages import Code, Mall, Outcome, RestockStatus, SyncCode
 from restock_service.rules import BatchResult, Line, SyncDecision
 
@@ -319,3 +321,45 @@ class MerchantOut(BaseModel):
 class MerchantPage(BaseModel):
     items: list[MerchantOut]
     next_cursor: str | None
+
+
+def _key_name(value: str) -> str:
+    problem = key_name_problem(value, platform=False)
+    if problem is not None:
+        raise PydanticCustomError("key_name", problem)
+    return value
+
+
+class KeyIn(Request):
+    """A merchant key to make."""
+
+    name: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=KEY_NAME_LENGTH, description="Unique at the merchant."),
+        AfterValidator(_key_name),
+    ]
+    role: Literal["writer", "reader"]
+
+
+class KeyOut(BaseModel):
+    name: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(
+        description="Noted at most once a minute, so up to a minute behind."
+    )
+
+
+class KeyMadeOut(BaseModel):
+    merchant_id: str
+    name: str
+    role: str
+    key: str | None = Field(
+        description="The key, shown this once; null in a replay (Idempotency-Replayed), "
+        "since it is kept only as a digest."
+    )
+    created_at: datetime
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]

@@ -28,6 +28,7 @@ from restock_service.config import Settings
 from restock_service.console import Console
 from restock_service.drain import Drain
 from restock_service.fair_share import FairShare
+from restock_service.keys import Keyring
 from restock_service.logs import configure_logging
 from restock_service.metrics import Metrics
 from restock_service.migrations import known_revisions
@@ -55,9 +56,10 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     if not keys.enabled:
         log.warning(
             "RESTOCK_API_KEYS is empty: every call is served WITHOUT authentication "
-            "(local development only)"
+            "(local development only) until a key is made in the database"
         )
 
+    keyring = Keyring(keys)
     metrics = Metrics()
     drain = Drain(settings.drain_s)
 
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.keyring = keyring
     app.state.drain = drain
     errors.install(app, settings.retry_after_s)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     app.add_middleware(idempotent.Idempotent, routes=routes, settings=settings, metrics=metrics)
     app.add_middleware(
         middleware.Gate,
-        keys=keys,
+        keyring=keyring,
         limit=settings.max_body_bytes,
         metrics=metrics,
         drain=drain,

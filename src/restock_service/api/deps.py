@@ -7,6 +7,7 @@ from fastapi import Depends, Path, Query, Request
 from restock_service.access import Caller
 from restock_service.api.middleware import CALLER, KEYED, MERCHANT
 from restock_service.idempotency import Keyed
+from restock_service.keys import Keyring
 from restock_service.metrics import Metrics
 from restock_service.schemas import ORDER_NO_PATTERN, SKU_PATTERN, Problem
 from restock_service.scope import Scope
@@ -17,6 +18,11 @@ from restock_service.store import Store
 async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
+
+
+async def get_keyring(request: Request) -> Keyring:
+    keyring: Keyring = request.app.state.keyring
+    return keyring
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -34,6 +40,7 @@ async def get_scope(request: Request) -> Scope:
 
 
 DB = Annotated[Store, Depends(get_store)]
+Keys = Annotated[Keyring, Depends(get_keyring)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 Scoped = Annotated[Scope, Depends(get_scope)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]

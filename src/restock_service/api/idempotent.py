@@ -94,7 +94,7 @@ class Idempotent:
             caller: Caller | None = scope.get(CALLER)
             claim = idempotency.new_claim(
                 scope[MERCHANT],
-                caller.name if caller else "",
+                caller.actor if caller else "",  # a platform key's apart from a merchant's
                 key,
                 idempotency.fingerprint(scope["method"], scope["path"], body),
                 now,

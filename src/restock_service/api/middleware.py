@@ -13,12 +13,13 @@ from typing import Any
 from starlette.responses import Response
 
 from restock_service import merchants
-from restock_service.access import ApiKeys, Caller, Role, allows
+from restock_service.access import Caller, Role, allows
 from restock_service.api import bodies
 from restock_service.api.errors import domain_problem, problem_for, problem_response
 from restock_service.drain import Drain
-from restock_service.errors import InvalidRequest
+from restock_service.errors import InvalidRequest, Unauthenticated
 from restock_service.fair_share import FairShare, TooManyAtOnce
+from restock_service.keys import Keyring
 from restock_service.logs import request_id_var
 from restock_service.metrics import Metrics
 from restock_service.tables import DEFAULT_MERCHANT, PLATFORM
@@ -135,7 +136,7 @@ class Gate:
         self,
         app: ASGIApp,
         *,
-        keys: ApiKeys,
+        keyring: Keyring,
         limit: int,
         metrics: Metrics,
         drain: Drain,
@@ -144,7 +145,7 @@ class Gate:
         share: FairShare,
     ) -> None:
         self.app = app
-        self.keys = keys
+        self.keyring = keyring
         self.known = merchants.KnownMerchants()
         self.retry_after_s = retry_after_s
         self.share = share
@@ -177,7 +178,7 @@ class Gate:
 
         scope[MERCHANT] = DEFAULT_MERCHANT
         try:
-            refusal = self._refusal(scope) or await self._merchant(scope)
+            refusal = await self._refusal(scope) or await self._merchant(scope)
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
                 return
@@ -208,33 +209,48 @@ class Gate:
             self.metrics.observe(scope["method"], route, status or 500, time.perf_counter() - began)
             request_id_var.reset(token)
 
-    def _refusal(self, scope: Scope) -> Response | None:
+    async def _refusal(self, scope: Scope) -> Response | None:
         """The answer that refuses the request from its headers alone, if any. A caller
         with a valid key is noted in the scope (``CALLER``)."""
         path: str = scope["path"]
-        if self.keys.enabled and path not in OPEN_PATHS and not _console(path):
-            scheme, _, presented = (header(scope, b"authorization") or b"").partition(b" ")
-            caller = None
-            if scheme.lower() == b"bearer":
-                try:
-                    caller = self.keys.caller_of(presented.strip().decode("utf-8"))
-                except UnicodeDecodeError:
-                    caller = None
-            if caller is None:
-                return problem_response(
-                    401,
-                    "send a valid key as `Authorization: Bearer <key>`",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            if not allows(caller.role, scope["method"]):
-                return problem_response(403, f"a {caller.role} key cannot {scope['method']}")
-            scope[CALLER] = caller
+        if path not in OPEN_PATHS and not _console(path):
+            try:
+                caller = await self._caller(scope)
+            except Exception as exc:  # no valid key, or the database out of reach (503)
+                response = problem_for(exc, scope["method"], path, self.retry_after_s)
+                if response is None:
+                    raise
+                return response
+            if caller is not None:
+                if not allows(caller.role, scope["method"]):
+                    return problem_response(403, f"a {caller.role} key cannot {scope['method']}")
+                scope[CALLER] = caller
         declared = header(scope, b"content-length")
         if declared is not None and not declared.isdigit():
             return problem_response(400, "Content-Length is not a number")
         if declared is not None and int(declared) > self.limit:
             return self._too_large()
         return None
+
+    async def _caller(self, scope: Scope) -> Caller | None:
+        """Who holds the request's bearer key (keys.py), None when no key is needed; raises
+        Unauthenticated for a missing or unknown key."""
+        store = scope["app"].state.store
+        if not await self.keyring.enabled(store):
+            return None
+        scheme, _, presented = (header(scope, b"authorization") or b"").partition(b" ")
+        try:
+            key = presented.strip().decode("utf-8")
+        except UnicodeDecodeError:
+            key = ""
+        caller = (
+            await self.keyring.caller_of(key, store)
+            if scheme.lower() == b"bearer" and key
+            else None
+        )
+        if caller is None:
+            raise Unauthenticated()
+        return caller
 
     async def _shared(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request in one of its merchant's places (fair_share.py), or answer 429
@@ -257,7 +273,7 @@ class Gate:
         path: str = scope["path"]
         caller: Caller | None = scope.get(CALLER)
         if _under(path, MERCHANTS):
-            if self.keys.enabled and not (caller and caller.platform and caller.role is Role.ADMIN):
+            if caller is not None and not (caller.platform and caller.role is Role.ADMIN):
                 return problem_response(403, "only a platform admin key manages merchants")
             scope[MERCHANT] = PLATFORM
             return None

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from restock_service.access import Role
 from restock_service.config import Settings
 from restock_service.console import SignOuts
 from restock_service.idempotency import KeyRow, KeyStore
+from restock_service.keys import KeyLookups, KeyRecord
 from restock_service.merchants import Merchant
 from restock_service.messages import MESSAGE, Code, Mall, RestockStatus
 from restock_service.rules import Decision, SyncDecision
@@ -70,7 +72,7 @@ class PoolWatch:
 UNWATCHED = PoolWatch(_Uncounted(), _Uncounted())
 
 
-class Store(KeyStore, SignOuts, Protocol):
+class Store(KeyStore, KeyLookups, SignOuts, Protocol):
     """What the services need from a database. Each write is one unit: all or nothing.
 
     Every call on a merchant's data takes the call's ``Scope`` (scope.py): it reads and
@@ -169,6 +171,22 @@ class Store(KeyStore, SignOuts, Protocol):
         """Register a merchant, or rename a registered one when ``rename``; the merchant,
         and whether it is new."""
 
+    # Keys (keys.py; the lookups by digest are KeyLookups'): the platform's, like merchants
+    async def add_api_key(
+        self, scope: Scope, merchant_id: str, name: str, role: Role, digest: bytes, now: datetime
+    ) -> KeyRecord | None:
+        """Make a key of ``merchant_id`` (PLATFORM: a platform key) with the digest; None
+        when the name is taken there, by a key in use or revoked."""
+
+    async def api_keys(self, merchant_id: str | None) -> list[KeyRecord]:
+        """The keys in use at ``merchant_id`` by name, or (None) every merchant's and the
+        platform's, by merchant and name."""
+
+    async def revoke_api_key(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime
+    ) -> bool:
+        """Revoke the key in use of that name; False when there is none."""
+
     # The service
     async def schema_revision(self) -> str | None: ...
 
@@ -241,6 +259,17 @@ def key_row(row: Mapping[Any, Any]) -> KeyRow:
         created_at=utc(row["created_at"]),
         expires_at=utc(row["expires_at"]),
         receipt=bytes(receipt) if receipt is not None else None,
+    )
+
+
+def key_record(row: Mapping[Any, Any]) -> KeyRecord:
+    last_used_at = row["last_used_at"]
+    return KeyRecord(
+        merchant_id=row["merchant_id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=utc(row["created_at"]),
+        last_used_at=utc(last_used_at) if last_used_at is not None else None,
     )
 
 

@@ -18,8 +18,10 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
 from restock_service import idempotency
+from restock_service.access import Caller, Role
 from restock_service.config import Settings
 from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
+from restock_service.keys import KeyRecord
 from restock_service.merchants import Merchant
 from restock_service.messages import RECORDED_STATUS, Code, Mall, RestockStatus, SyncCode
 from restock_service.retry import Runner
@@ -46,6 +48,7 @@ from restock_service.store import (
     UNWATCHED,
     LedgerPosition,
     PoolWatch,
+    key_record,
     key_row,
     restock_records,
     sync_execution,
@@ -529,6 +532,46 @@ class PostgresStore:
         )
         *merchant, created = row
         return Merchant(*merchant), created
+
+    # --- keys ----------------------------------------------------------------------------
+
+    async def api_key(self, digest: bytes, now: datetime, noted_before: datetime) -> Caller | None:
+        rows = await self.fetch_platform(
+            Scope(PLATFORM), "api_key_find", digest=digest, now=now, noted_before=noted_before
+        )
+        return (
+            Caller(rows[0]["name"], Role(rows[0]["role"]), rows[0]["merchant_id"]) if rows else None
+        )
+
+    async def api_keys_exist(self) -> bool:
+        ((exist,),) = await self.fetch_platform(Scope(PLATFORM), "api_keys_exist")
+        return bool(exist)
+
+    async def add_api_key(
+        self, scope: Scope, merchant_id: str, name: str, role: Role, digest: bytes, now: datetime
+    ) -> KeyRecord | None:
+        rows = await self.fetch_platform(
+            scope,
+            "api_key_add",
+            merchant_id=merchant_id,
+            name=name,
+            role=role,
+            digest=digest,
+            now=now,
+        )
+        return key_record(rows[0]) if rows else None
+
+    async def api_keys(self, merchant_id: str | None) -> list[KeyRecord]:
+        rows = await self.fetch_platform(Scope(PLATFORM), "api_keys_list", merchant_id=merchant_id)
+        return [key_record(row) for row in rows]
+
+    async def revoke_api_key(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime
+    ) -> bool:
+        rows = await self.fetch_platform(
+            scope, "api_key_revoke", merchant_id=merchant_id, name=name, now=now
+        )
+        return bool(rows)
 
     # --- idempotency keys ------------------------------------------------------------------
 

@@ -19,9 +19,11 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from restock_service import idempotency
+from restock_service.access import Caller, Role
 from restock_service.config import Settings
 from restock_service.engine import create_engine, read_only
 from restock_service.idempotency import Keyed, KeyRow, KeyState, state_of
+from restock_service.keys import KeyRecord
 from restock_service.merchants import Merchant
 from restock_service.messages import RECORDED_STATUS, Mall, RestockStatus, SyncCode
 from restock_service.migrations import current_revision
@@ -48,12 +50,14 @@ from restock_service.scope import Scope
 from restock_service.store import (
     LedgerPosition,
     PoolWatch,
+    key_record,
     key_row,
     restock_records,
     sync_execution,
 )
 from restock_service.tables import (
     UTCDateTime,
+    api_keys,
     console_sign_outs,
     idempotency_keys,
     merchants,
@@ -529,6 +533,75 @@ class SqliteStore:
                 )
                 merchant = Merchant(merchant_id, name, merchant.created_at)
             return merchant, False
+
+        return await self.write(scope, work)
+
+    # --- keys ----------------------------------------------------------------------------
+
+    async def api_key(self, digest: bytes, now: datetime, noted_before: datetime) -> Caller | None:
+        in_use = (api_keys.c.digest == digest) & api_keys.c.revoked_at.is_(None)
+
+        async def work(conn: AsyncConnection) -> Any:
+            found = sa.select(api_keys).where(in_use)
+            return (await conn.execute(found)).mappings().first()
+
+        row = await self.read(work)
+        if row is None:
+            return None
+        if row["last_used_at"] is None or row["last_used_at"] < noted_before:
+
+            async def note(conn: AsyncConnection) -> None:
+                await conn.execute(sa.update(api_keys).where(in_use).values(last_used_at=now))
+
+            await self.write(None, note)
+        return Caller(row["name"], Role(row["role"]), row["merchant_id"])
+
+    async def api_keys_exist(self) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            return bool((await conn.execute(sa.select(sa.exists().select_from(api_keys)))).scalar())
+
+        return await self.read(work)
+
+    async def add_api_key(
+        self, scope: Scope, merchant_id: str, name: str, role: Role, digest: bytes, now: datetime
+    ) -> KeyRecord | None:
+        async def work(conn: AsyncConnection) -> KeyRecord | None:
+            made = await conn.execute(
+                insert(api_keys)
+                .values(
+                    merchant_id=merchant_id, name=name, role=role, digest=digest, created_at=now
+                )
+                .on_conflict_do_nothing()
+            )
+            return KeyRecord(merchant_id, name, role, now, None) if made.rowcount else None
+
+        return await self.write(scope, work)
+
+    async def api_keys(self, merchant_id: str | None) -> list[KeyRecord]:
+        listed = sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
+        if merchant_id is not None:
+            listed = listed.where(api_keys.c.merchant_id == merchant_id)
+        listed = listed.order_by(api_keys.c.merchant_id, api_keys.c.name)
+
+        async def work(conn: AsyncConnection) -> list[KeyRecord]:
+            return [key_record(row) for row in (await conn.execute(listed)).mappings()]
+
+        return await self.read(work)
+
+    async def revoke_api_key(
+        self, scope: Scope, merchant_id: str, name: str, now: datetime
+    ) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            revoked = await conn.execute(
+                sa.update(api_keys)
+                .where(
+                    (api_keys.c.merchant_id == merchant_id)
+                    & (api_keys.c.name == name)
+                    & api_keys.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=now)
+            )
+            return bool(revoked.rowcount)
 
         return await self.write(scope, work)
 

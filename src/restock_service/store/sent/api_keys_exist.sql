@@ -1,0 +1,2 @@
+-- no parameters
+SELECT EXISTS (SELECT FROM api_keys) AS exist
