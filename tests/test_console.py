@@ -1106,21 +1106,3 @@ def test_a_notice_lapses_and_cannot_be_forged() -> None:
     )
     now[0] += 61
     assert notices.open(cookie, session, "/console/skus/A") is None
-
-
-async def test_only_defaults_keys_sign_in_to_its_console(database_url: str, db: Database) -> None:
-    """The console shows default's data: a key of another merchant, or of the platform,
-    does not open it, even under a name that default's keys also have."""
-    keys = json.dumps(
-        [
-            {"name": "yamada", "key": "default-key-1", "role": "writer"},
-            {"name": "yamada", "key": "shop-a-key-1", "role": "writer", "merchant": "shop-a"},
-            {"name": "ops", "key": "platform-key-1", "role": "admin", "merchant": "*"},
-        ]
-    )
-    application = create_app(Settings(database_url=database_url, api_keys=keys))
-    async with application.router.lifespan_context(application):
-        await empty_tables(db)
-        for key, status in (("shop-a-key-1", 401), ("platform-key-1", 401), ("default-key-1", 303)):
-            async with _client(application) as browser:
-                assert (await sign_in(browser, key)).status_code == status, key

@@ -344,3 +344,72 @@ def test_the_session_cookie_does_not_carry_the_key(desktop: Visit) -> None:
     desktop.context.add_cookies([cookie])
     desktop.page.goto("/console")
     assert desktop.page.url.endswith("/console/login")
+
+
+PLATFORM_KEY = "p-browser-key-0123456789"
+SHOP_A_KEY = "a-browser-key-0123456789"
+MERCHANT_KEYS = json.dumps(
+    [
+        {"name": "ops", "key": PLATFORM_KEY, "role": "admin", "merchant": "*"},
+        {"name": "tanaka", "key": SHOP_A_KEY, "role": "writer", "merchant": "shop-a"},
+    ]
+)
+
+
+def test_the_console_per_merchant(chromium: Any, tmp_path: Path) -> None:
+    """A platform session lists the merchants with open failures and works one off at a
+    merchant's pages; a merchant's session cannot open another's; every page names its
+    merchant (contract v1.3)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'merchants.db'}"
+    process = Server(url, "--migrate", RESTOCK_API_KEYS=MERCHANT_KEYS)
+    try:
+        process.start()
+        admin = {"Authorization": f"Bearer {PLATFORM_KEY}"}
+        with httpx.Client(base_url=process.url, headers=admin) as api:
+            for merchant_id, name, order_no in (
+                ("shop-a", "ショップA 本店", rakuten(2001)),
+                ("shop-b", "ショップB", rakuten(2002)),
+            ):
+                _call(api, "PUT", f"/merchants/{merchant_id}", 201, {"name": name})
+                api.headers["Merchant-Id"] = merchant_id
+                _failed_restock(api, order_no, "GONE-1")
+                del api.headers["Merchant-Id"]
+        for viewport in (DESKTOP, PHONE):
+            visit = Visit(chromium, process.url, viewport)
+            try:
+                visit.sign_in(PLATFORM_KEY)
+                page = visit.page
+                assert page.locator(".merchant").inner_text() == "全店舗（プラットフォーム）"
+                assert page.get_by_text("ショップA 本店").is_visible()
+                assert page.get_by_text("ショップB").is_visible()
+                visit.shot("platform-home")
+                assert _png_width(visit.shot("platform-home")) == viewport["width"]
+                if viewport is PHONE:
+                    continue
+                page.click("text=ショップA 本店")
+                assert page.url.endswith("/console/merchants/shop-a")
+                assert "ショップA 本店" in page.locator(".merchant").inner_text()
+                assert "shop-a" in page.locator(".merchant").inner_text()
+                visit.shot("merchant-home")
+                page.click(f"text={rakuten(2001)}")
+                assert page.url.endswith(f"/console/merchants/shop-a/orders/{rakuten(2001)}")
+                assert "shop-a" in page.locator(".merchant").inner_text()
+                visit.shot("merchant-order")
+            finally:
+                visit.close()
+        visit = Visit(chromium, process.url, DESKTOP)
+        try:
+            visit.sign_in(SHOP_A_KEY)
+            page = visit.page
+            assert "ショップA 本店" in page.locator(".merchant").inner_text()
+            assert page.get_by_text(rakuten(2001)).first.is_visible()
+            assert page.get_by_text(rakuten(2002)).count() == 0
+            answer = page.goto("/console/merchants/shop-b")
+            assert answer is not None and answer.status == 404
+            assert page.get_by_text(text("not_found_merchant")).is_visible()
+            assert "ショップB" not in page.content()
+            visit.shot("other-merchant-404")
+        finally:
+            visit.close()
+    finally:
+        process.close()

@@ -42,6 +42,7 @@ UNSCOPED = {
     "purge_keys", "sign_out", "signed_out", "purge_sign_outs", "schema_revision",
     "merchant", "merchants", "put_merchant",
     "api_key", "api_keys_exist", "add_api_key", "api_keys", "revoke_api_key",
+    "failures_by_merchant",
 }  # fmt: skip
 NOT_CALLS = {"settings", "watch_pool", "close"}
 

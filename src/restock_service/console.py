@@ -26,6 +26,7 @@ from restock_service import idempotency
 from restock_service.access import ApiKeys, Caller, Role
 from restock_service.errors import FieldProblem, field_path
 from restock_service.idempotency import Claim
+from restock_service.keys import KeyLookups, Keyring
 from restock_service.messages import Mall, RestockStatus
 from restock_service.rules import ADJUSTED_QUANTITY_LIMIT
 from restock_service.schemas import (
@@ -33,7 +34,7 @@ from restock_service.schemas import (
     RestockRecordOut,
     SyncExecutionOut,
 )
-from restock_service.tables import DEFAULT_MERCHANT
+from restock_service.tables import DEFAULT_MERCHANT, PLATFORM
 
 # --- Japan time ------------------------------------------------------------------------------
 
@@ -67,7 +68,11 @@ MOVEMENT_LABEL: dict[str, str] = {
     "adjustment": "手動調整",
     "delete": "商品の削除",
 }
-ROLE_LABEL: dict[Role, str] = {Role.WRITER: "更新可", Role.READER: "閲覧のみ"}
+ROLE_LABEL: dict[Role, str] = {
+    Role.WRITER: "更新可",
+    Role.READER: "閲覧のみ",
+    Role.ADMIN: "管理者",
+}
 DEFAULT_ADJUSTMENT_REASON = "在庫戻し失敗の手動調整"
 
 # Page-level refusals and outcomes.
@@ -75,6 +80,11 @@ TEXT = {
     "not_found_order": "この受注番号の記録はありません。受注番号をご確認ください。",
     "not_found_sku": "この商品コードの記録はありません。商品コードをご確認ください。",
     "not_found_page": "ページが見つかりません。",
+    "not_found_merchant": "この店舗は登録されていません。店舗IDをご確認ください。",
+    "no_console_secret": (
+        "コンソールのログインには RESTOCK_CONSOLE_SECRET の設定が必要です"
+        "（APIキーがデータベースにのみあるため）。システム管理者にお問い合わせください。"
+    ),
     "sku_not_registered": (
         "この商品コードは在庫連携に登録されていません。先に商品を登録してから調整してください。"
     ),
@@ -247,6 +257,7 @@ class Session:
     sid: str
     name: str | None
     role: Role | None
+    merchant: str = DEFAULT_MERCHANT  # the key's merchant; PLATFORM for a platform key
 
     @property
     def signed_in(self) -> bool:
@@ -254,7 +265,24 @@ class Session:
 
     @property
     def may_write(self) -> bool:
-        return self.role is Role.WRITER
+        return self.role in (Role.WRITER, Role.ADMIN)
+
+    @property
+    def platform(self) -> bool:
+        return self.merchant == PLATFORM
+
+    @property
+    def caller(self) -> Caller | None:
+        """The key the session signed in with; None before sign-in and with no keys."""
+        if self.name is None or self.role is None:
+            return None
+        return Caller(self.name, self.role, self.merchant)
+
+    @property
+    def actor(self) -> str | None:
+        """What a write of the session records as its actor, as the API does."""
+        caller = self.caller
+        return caller.actor if caller is not None else None
 
 
 def signing_secret(configured: str, keys: ApiKeys) -> bytes:
@@ -293,13 +321,18 @@ def signed(secret: bytes, salt: str, clock: Callable[[], float]) -> URLSafeTimed
     return URLSafeTimedSerializer(secret, salt=salt, signer=Signer)
 
 
+class SessionStore(SignOuts, KeyLookups, Protocol):
+    """What sessions ask the database: sign-outs, and the keys kept there."""
+
+
 class Sessions:
-    """Signed session cookies: who signed in and their role, never a key.
+    """Signed session cookies: who signed in (name, role and merchant), never a key.
 
     A session lives ``lifetime_s`` from sign-in. Signing out ends it in every worker: its id
     is kept in the database (``SignOuts``) until the cookie would have lapsed anyway, and
-    each signed-in request looks it up there. A session whose name and role are no longer
-    among the configured keys ends at once.
+    each signed-in request looks it up there. A session whose key is no longer configured,
+    or no longer in use in the database (``keyring``), ends at once (within the keyring's
+    ``TTL_S`` on other processes).
 
     A browser that signed in also gets a long-lived *device cookie*: a random id of that
     browser and who signed in there, no session and no authority, only what the sign-in
@@ -315,30 +348,40 @@ class Sessions:
         keys: ApiKeys,
         lifetime_s: int,
         clock: Callable[[], float] = time.time,
+        keyring: Keyring | None = None,
     ) -> None:
         self._secret = secret
         self._serializer = signed(secret, self.SALT, clock)
         self._devices = signed(secret, self.DEVICE_SALT, clock)
         self._callers = {caller for _, caller in keys.entries}
         self._names = {caller.name for caller in self._callers}
+        self._keyring = keyring
         self.open = not keys.enabled  # no keys: no sign-in, everyone writes
         self.lifetime_s = lifetime_s
         self._clock = clock
 
+    async def look(self, store: KeyLookups) -> None:
+        """Close an open console once a key is made in the database (it never opens again,
+        so a process's sessions may follow the first request that finds one)."""
+        if self.open and self._keyring is not None and await self._keyring.enabled(store):
+            self.open = False
+
     def start(self, caller: Caller | None) -> tuple[Session, str]:
         """A new session for ``caller`` (None: before sign-in), and its cookie's value."""
         if caller is not None:
-            session = Session(secrets.token_urlsafe(16), caller.name, caller.role)
+            session = Session(secrets.token_urlsafe(16), caller.name, caller.role, caller.merchant)
         elif self.open:
             session = Session(secrets.token_urlsafe(16), None, Role.WRITER)
         else:
             session = Session(secrets.token_urlsafe(16), None, None)
         payload = {"s": session.sid, "n": session.name, "r": session.role}
+        if session.merchant != DEFAULT_MERCHANT:
+            payload["m"] = session.merchant
         return session, self._serializer.dumps(payload)
 
     def read(self, cookie: str | None) -> Session | None:
         """The session a cookie holds, when it is genuine and current (``current`` also
-        asks whether it was signed out)."""
+        asks whether it was signed out, and whether a key of the database is in use)."""
         if not cookie:
             return None
         try:
@@ -348,7 +391,8 @@ class Sessions:
         if not isinstance(payload, dict):
             return None
         sid, name, role = payload.get("s"), payload.get("n"), payload.get("r")
-        if not isinstance(sid, str):
+        merchant = payload.get("m", DEFAULT_MERCHANT)  # a session of v1.2 is default's
+        if not isinstance(sid, str) or not isinstance(merchant, str):
             return None
         if role is None:
             return Session(sid, None, None) if not self.open else None
@@ -356,17 +400,25 @@ class Sessions:
             return None
         if self.open:
             return Session(sid, None, Role.WRITER) if name is None else None
-        if not isinstance(name, str) or Caller(name, Role(role)) not in self._callers:
+        if not isinstance(name, str):
             return None
-        return Session(sid, name, Role(role))
+        session = Session(sid, name, Role(role), merchant)
+        if session.caller not in self._callers and self._keyring is None:
+            return None
+        return session
 
-    async def current(self, cookie: str | None, sign_outs: SignOuts) -> Session | None:
+    async def current(self, cookie: str | None, store: SessionStore) -> Session | None:
         """The session a cookie holds, when it is genuine, current and not signed out (a
         signed-in one is looked up; one before sign-in has nothing to sign out)."""
         session = self.read(cookie)
         if session is None or not session.signed_in or self.open:
             return session
-        return None if await sign_outs.signed_out(session.sid) else session
+        caller = session.caller
+        if caller not in self._callers:  # a key of the database: still in use?
+            assert self._keyring is not None and caller is not None
+            if not await self._keyring.in_use(caller, store):
+                return None
+        return None if await store.signed_out(session.sid) else session
 
     async def end(self, session: Session, sign_outs: SignOuts) -> None:
         """Sign out: kept until every cookie signed by now has lapsed."""
@@ -387,7 +439,9 @@ class Sessions:
             payload = self._devices.loads(cookie, max_age=DEVICE_LIFETIME_S)
         except BadSignature:
             return None
-        if not isinstance(payload, dict) or payload.get("n") not in self._names:
+        if not isinstance(payload, dict):
+            return None
+        if self._keyring is None and payload.get("n") not in self._names:
             return None
         device = payload.get("d")
         return device if isinstance(device, str) else None
@@ -618,18 +672,26 @@ def order_story(
 
 @dataclass(slots=True)
 class Console:
-    """What the console keeps for the life of the process: its sessions, sign-in limit and
-    the signer of its notices."""
+    """What the console keeps for the life of the process: its sessions, sign-in limit, the
+    keys that sign in (every key of the deployment: a merchant's session shows its
+    merchant's pages, a platform session every merchant's) and the signer of its notices.
+
+    ``signs_in`` is False when nothing secret signs the cookies: no RESTOCK_CONSOLE_SECRET,
+    and no RESTOCK_API_KEYS to derive one from. Such a console serves an open deployment
+    only; once keys are made in the database, its sign-in asks for the secret.
+    """
 
     sessions: Sessions
     limiter: SignInLimiter
-    keys: ApiKeys
+    keyring: Keyring
     notices: Notices
+    signs_in: bool
 
     @classmethod
-    def of(cls, keys: ApiKeys, secret: str, lifetime_s: int) -> "Console":
-        """The console of ``default``: only its keys sign in (the pages show its data), so
-        no other merchant's key, nor a platform key, opens them."""
+    def of(cls, keyring: Keyring, secret: str, lifetime_s: int) -> "Console":
+        keys = keyring.configured
         signing = signing_secret(secret, keys)
-        own = ApiKeys(tuple(e for e in keys.entries if e[1].merchant == DEFAULT_MERCHANT))
-        return cls(Sessions(signing, own, lifetime_s), SignInLimiter(), own, Notices(signing))
+        sessions = Sessions(signing, keys, lifetime_s, keyring=keyring)
+        return cls(
+            sessions, SignInLimiter(), keyring, Notices(signing), bool(secret) or keys.enabled
+        )

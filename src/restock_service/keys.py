@@ -10,13 +10,15 @@ platform's calls (platform.py) use it.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from restock_service.access import ApiKeys, Caller, Role, digest
 from restock_service.errors import Conflict, NotFound
+
+T = TypeVar("T")
 
 # A key's last use is noted at most this often (per key and process): the lookup that
 # notes it runs at most every Keyring.TTL_S, and writes only when the noted use is older.
@@ -64,6 +66,10 @@ class KeyLookups(Protocol):
     async def api_keys_exist(self) -> bool:
         """Whether any key was ever made in the database, revoked or not."""
 
+    async def api_keys(self, merchant_id: str | None) -> list[KeyRecord]:
+        """The keys in use at ``merchant_id`` by name, or (None) every merchant's and the
+        platform's, by merchant and name."""
+
 
 class Keyring:
     """The keys one process knows: those of RESTOCK_API_KEYS, read at start, and those of
@@ -88,7 +94,7 @@ class Keyring:
         self._names = {(caller.merchant, caller.name) for _, caller in configured.entries}
         self.ttl_s = ttl_s
         self._clock = clock
-        self._kept: dict[bytes, tuple[float, asyncio.Future[Caller | None]]] = {}
+        self._kept: dict[object, tuple[float, asyncio.Future[Any]]] = {}
         self._closed = configured.enabled
         self._look_again_at = 0.0
 
@@ -113,35 +119,57 @@ class Keyring:
         caller = self.configured.caller_of(presented)
         if caller is not None:
             return caller
-        return await self._stored(digest(presented), lookups)
+        hashed = digest(presented)
+        found: Caller | None = await self._kept_for(
+            hashed, lambda: lookups.api_key(hashed, *_noted_now())
+        )
+        return found
+
+    async def in_use(self, caller: Caller, lookups: KeyLookups) -> bool:
+        """Whether ``caller``'s key is still configured, or in use in the database (what a
+        console session, which holds no key, asks on each request)."""
+        if self.is_configured(caller.merchant, caller.name):
+            return caller in {c for _, c in self.configured.entries}
+        records: list[KeyRecord] = await self._kept_for(
+            ("in use at", caller.merchant), lambda: lookups.api_keys(caller.merchant)
+        )
+        return any(r.name == caller.name and r.role == caller.role for r in records)
 
     def forget(self) -> None:
         """Drop what this process found, after it revoked a key: here the key is refused at
         once, elsewhere within ``ttl_s``."""
         self._kept.clear()
 
-    async def _stored(self, found_by: bytes, lookups: KeyLookups) -> Caller | None:
+    async def _kept_for(self, key: object, look: Callable[[], Awaitable[T]]) -> T:
+        """What ``look`` found for ``key``, found at most ``ttl_s`` ago; one look at a time
+        per key, shared by the requests that want it meanwhile."""
         now = self._clock()
-        kept = self._kept.get(found_by)
+        kept = self._kept.get(key)
         if kept is None or kept[0] <= now:
             if len(self._kept) >= self.KEPT:
-                self._kept = {d: k for d, k in self._kept.items() if k[0] > now}
+                self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
                 if len(self._kept) >= self.KEPT:
                     self._kept.clear()
-            at = datetime.now(UTC)
-            task = asyncio.ensure_future(lookups.api_key(found_by, at, at - USE_NOTED_EVERY))
+            task = asyncio.ensure_future(look())
             task.add_done_callback(_retrieved)
-            kept = (now + self.ttl_s, task)  # one lookup at a time per digest
-            self._kept[found_by] = kept
+            kept = (now + self.ttl_s, task)
+            self._kept[key] = kept
         try:
-            return await asyncio.shield(kept[1])
+            found: T = await asyncio.shield(kept[1])
         except Exception:
-            if self._kept.get(found_by) is kept:  # the next request looks again
-                del self._kept[found_by]
+            if self._kept.get(key) is kept:  # the next request looks again
+                del self._kept[key]
             raise
+        return found
 
 
-def _retrieved(task: "asyncio.Future[Caller | None]") -> None:
+def _noted_now() -> tuple[datetime, datetime]:
+    """A lookup's time, and the last use before which it notes this one."""
+    at = datetime.now(UTC)
+    return at, at - USE_NOTED_EVERY
+
+
+def _retrieved(task: "asyncio.Future[Any]") -> None:
     """Mark a lookup's failure as seen: every request that awaited it has its own copy."""
     if not task.cancelled():
         task.exception()

@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, fast_routes: bool = True) ->
     app.include_router(console.router)
     console.install_state(
         app.state,
-        Console.of(keys, settings.console_secret.get_secret_value(), settings.console_session_s),
+        Console.of(keyring, settings.console_secret.get_secret_value(), settings.console_session_s),
         settings.retry_after_s,
         settings.idempotency_ttl_s,
     )

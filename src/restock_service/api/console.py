@@ -26,6 +26,7 @@ from restock_service.console import Console, FormErrors, Session, text
 from restock_service.errors import Conflict, InvalidRequest, NotFound
 from restock_service.faults import DATABASE_ERRORS
 from restock_service.idempotency import Claim, Keyed
+from restock_service.merchants import Merchant
 from restock_service.messages import Code, Mall, RestockStatus
 from restock_service.schemas import (
     ORDER_NO_PATTERN,
@@ -35,7 +36,7 @@ from restock_service.schemas import (
 )
 from restock_service.scope import Scope
 from restock_service.store import Store
-from restock_service.tables import DEFAULT_MERCHANT
+from restock_service.tables import DEFAULT_MERCHANT, is_merchant_id
 
 T = TypeVar("T")
 
@@ -49,6 +50,7 @@ PAGE_SIZE = 50
 HOME_FAILURES_PER_MALL = 5
 HOME_RECENT = 20
 FAILURES_CURSOR = "console-failures"
+MERCHANTS_PER_PAGE = 50
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -80,8 +82,6 @@ _templates.globals.update(
     malls=list(Mall),
     Status=RestockStatus,
     Code=Code,
-    sku_url=lambda sku: "/console/skus/" + quote(sku, safe=""),
-    order_url=lambda order_no: "/console/orders/" + quote(order_no, safe=""),
     form_key=console.new_form_key,
 )
 
@@ -129,7 +129,11 @@ class ConsoleRoute(APIRoute):
         return answer
 
 
-router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+# The console's own pages (the stylesheet, sign-in and sign-out), a merchant's pages, and
+# any other console address, assembled in that order in ``router`` at the end.
+own = APIRouter(prefix="/console", route_class=ConsoleRoute)
+pages = APIRouter(route_class=ConsoleRoute)  # at /console, and at MERCHANT_PAGES
+MERCHANT_PAGES = "/console/merchants/{merchant_id}"
 
 
 class ConsoleState:
@@ -179,6 +183,7 @@ async def _read_session(request: Request) -> None:
     database, for a sign-out made on another process), for ``_session``."""
     sessions = _state(request).parts.sessions
     cookie = request.cookies.get(COOKIE)
+    await sessions.look(_store(request))
     request.state.console_session = await sessions.current(cookie, _store(request))
 
 
@@ -191,6 +196,7 @@ def _start(request: Request, caller: Any = None) -> Session:
     """A new session whose cookie goes out with the answer."""
     session, cookie = _state(request).parts.sessions.start(caller)
     request.state.console_cookie = cookie
+    request.state.console_session = session
     return session
 
 
@@ -227,15 +233,15 @@ async def _form(request: Request) -> dict[str, str]:
 async def _writer(request: Request) -> tuple[Session, dict[str, str], Claim]:
     """The session and form of a post that may write: a writer's, with its CSRF token (else
     403), and the claim of the form on its key (else 400), before anything is done."""
-    session = _signed_in(request)
+    session = await _page(request)
     form = await _form(request)
     if not session.may_write:
         raise _Answer(_error_page(request, 403, text("reader"), session=session))
     if not _state(request).parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         raise _Answer(_error_page(request, 403, text("csrf"), session=session))
     claim = console.form_claim(
-        _scope(session).merchant,
-        session.name,
+        _merchant(request).merchant_id,
+        session.actor,
         request.url.path,
         form,
         datetime.now(UTC),
@@ -258,7 +264,7 @@ async def _once(
     post that stays in its write, is ``refused`` (status, message) with nothing done."""
 
     async def keyed(form: Keyed) -> T:
-        return await work(_scope(session, form))
+        return await work(_scope(request, form))
 
     try:
         _, answer = await idempotency.once_waiting(
@@ -271,10 +277,49 @@ async def _once(
     return answer
 
 
-def _scope(session: Session, form: Keyed | None = None) -> Scope:
-    """The scope of a page or a form's write: the session's merchant, its name as the
-    actor, and the form's key."""
-    return Scope(DEFAULT_MERCHANT, session.name, form)
+async def _page(request: Request) -> Session:
+    """The session of a merchant's page, and the merchant it shows (``_merchant``): the one
+    its URL names (``/console/merchants/{merchant_id}/…``), or, on a v1.2 URL, a merchant
+    session's own and otherwise ``default``'s. A merchant's session on another merchant's
+    URL, and any URL of a merchant not registered, is a 404 page."""
+    session = _signed_in(request)
+    named = request.path_params.get("merchant_id")
+    if named is None:
+        wanted = DEFAULT_MERCHANT if session.platform or session.name is None else session.merchant
+        base = "/console"
+    else:
+        wanted, base = named, "/console/merchants/" + quote(named, safe="")
+        mine = session.platform or session.name is None or named == session.merchant
+        if not (is_merchant_id(named) and mine):
+            _not_found(request, session, text("not_found_merchant"))
+    merchant = await _store(request).merchant(wanted)
+    if merchant is None:
+        _not_found(request, session, text("not_found_merchant"))
+    request.state.console_merchant = merchant
+    request.state.console_base = base
+    return session
+
+
+def _merchant(request: Request) -> Merchant:
+    merchant: Merchant = request.state.console_merchant
+    return merchant
+
+
+def _base(request: Request) -> str:
+    """Where the links of the page's merchant begin: ``/console`` on a v1.2 URL."""
+    return getattr(request.state, "console_base", "/console")
+
+
+def _scope(request: Request, form: Keyed | None = None) -> Scope:
+    """The scope of a page or a form's write: the page's merchant, the session's actor,
+    and the form's key."""
+    return Scope(_merchant(request).merchant_id, _session_of(request).actor, form)
+
+
+def _session_of(request: Request) -> Session:
+    session = _session(request)
+    assert session is not None  # a page's session (``_page``)
+    return session
 
 
 def _client_address(request: Request) -> str:
@@ -292,6 +337,7 @@ def _render(
     **context: Any,
 ) -> HTMLResponse:
     parts = _state(request).parts
+    base = _base(request)
     for name, empty in (("errors", {}), ("values", {}), ("error", None), ("notice", None)):
         context.setdefault(name, empty)
     html = _templates.get_template(template).render(
@@ -299,6 +345,10 @@ def _render(
         csrf=parts.sessions.csrf_token(session) if session is not None else "",
         open_console=parts.sessions.open,
         path=request.url.path,
+        merchant=getattr(request.state, "console_merchant", None),
+        base=base,
+        sku_url=lambda sku: base + "/skus/" + quote(sku, safe=""),
+        order_url=lambda order_no: base + "/orders/" + quote(order_no, safe=""),
         **context,
     )
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
@@ -352,7 +402,7 @@ def _take_notice(request: Request, session: Session) -> str | None:
 # --- pages -------------------------------------------------------------------------------------
 
 
-@router.get(STYLESHEET_PATH.removeprefix("/console"))
+@own.get(STYLESHEET_PATH.removeprefix("/console"))
 async def stylesheet() -> Response:
     """The console's one stylesheet, served by the app itself."""
     return Response(
@@ -362,7 +412,7 @@ async def stylesheet() -> Response:
     )
 
 
-@router.get("/login")
+@own.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
     """The sign-in form (field ``api_key``)."""
     if _state(request).parts.sessions.open:
@@ -375,7 +425,7 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     return _render(request, "login.html", session, next=console.safe_next(next), notice=notice)
 
 
-@router.post("/login")
+@own.post("/login")
 async def login(request: Request) -> Response:
     """Sign in with an API key: a session cookie that holds the key's name and role."""
     parts = _state(request).parts
@@ -400,10 +450,12 @@ async def login(request: Request) -> Response:
     session = _session(request)
     if session is None or not parts.sessions.csrf_ok(session, form.get(CSRF_FIELD)):
         return again(403, {}, text("csrf"))
+    if not parts.signs_in:
+        return again(503, {}, text("no_console_secret"))
     presented = form.get("api_key", "").strip()
     if not presented:
         return again(422, {"api_key": console.field_message("api_key", "missing", {})})
-    caller = parts.keys.caller_of(presented)
+    caller = await parts.keyring.caller_of(presented, _store(request))
     if caller is None:
         parts.limiter.failed(address, device)
         wait = parts.limiter.retry_after(address, device)
@@ -422,7 +474,7 @@ async def login(request: Request) -> Response:
     return entered
 
 
-@router.post("/logout")
+@own.post("/logout")
 async def logout(request: Request) -> Response:
     """Sign out: the session ends (on every worker), and the browser's cookie is replaced
     by a new session's, not signed in."""
@@ -438,11 +490,16 @@ async def logout(request: Request) -> Response:
     return _done(request, _start(request), "signed_out", page="/console/login")
 
 
-@router.get("")
-async def home(request: Request) -> Response:
-    """Open failures by mall, newest first, and the latest restock outcomes."""
-    session = _signed_in(request)
-    store, scope = _store(request), _scope(session)
+@pages.get("")
+async def home(request: Request, after: str | None = None) -> Response:
+    """Open failures by mall, newest first, and the latest restock outcomes; for a platform
+    session at ``/console``, every merchant with open failures."""
+    if "merchant_id" not in request.path_params:
+        session = _signed_in(request)
+        if session.platform:
+            return await _merchants_page(request, session, after)
+    session = await _page(request)
+    store, scope = _store(request), _scope(request)
     counts = await store.failure_counts(scope)
     by_mall = [
         (
@@ -473,12 +530,12 @@ async def home(request: Request) -> Response:
     )
 
 
-@router.get("/failures")
+@pages.get("/failures")
 async def failures(
     request: Request, mall: str | None = None, cursor: str | None = None
 ) -> Response:
     """Every failed, unresolved restock, newest first, a page at a time."""
-    session = _signed_in(request)
+    session = await _page(request)
     chosen: Mall | None = None
     after: tuple[datetime, str] | None = None
     try:
@@ -488,7 +545,7 @@ async def failures(
     except (ValueError, InvalidRequest):
         return _error_page(request, 400, text("bad_query"), session)
     records = await _store(request).restock_records(
-        _scope(session),
+        _scope(request),
         status=RestockStatus.FAILED, mall=chosen, after=after, limit=PAGE_SIZE + 1,
         newest_first=True,
     )  # fmt: skip
@@ -499,7 +556,7 @@ async def failures(
         query = {"cursor": cursors.encode(FAILURES_CURSOR, last.requested_at, last.order_no)}
         if chosen:
             query = {"mall": chosen.value, **query}
-        next_url = "/console/failures?" + urlencode(query)
+        next_url = _base(request) + "/failures?" + urlencode(query)
     return _render(
         request,
         "failures.html",
@@ -511,6 +568,31 @@ async def failures(
     )
 
 
+async def _merchants_page(request: Request, session: Session, after: str | None) -> Response:
+    """A platform session's home: the merchants with open failures, by merchant_id, a page
+    at a time (``after``: the last merchant of the page before)."""
+    if after is not None and not is_merchant_id(after):
+        return _error_page(request, 400, text("bad_query"), session)
+    found = await _store(request).failures_by_merchant(after, MERCHANTS_PER_PAGE + 1)
+    page = found[:MERCHANTS_PER_PAGE]
+    next_url = None
+    if len(found) > MERCHANTS_PER_PAGE:
+        next_url = "/console?" + urlencode({"after": page[-1][0].merchant_id})
+    rows = [
+        (merchant, "/console/merchants/" + quote(merchant.merchant_id, safe=""), counts)
+        for merchant, counts in page
+    ]
+    return _render(
+        request,
+        "merchants.html",
+        session,
+        rows=rows,
+        next_url=next_url,
+        first_page=after is None,
+        default_url="/console/merchants/" + DEFAULT_MERCHANT,
+    )
+
+
 async def _order_page(
     request: Request,
     session: Session,
@@ -519,7 +601,7 @@ async def _order_page(
     **context: Any,
 ) -> HTMLResponse:
     store = _store(request)
-    scope = _scope(session)
+    scope = _scope(request)
     record = await store.restock_record(scope, order_no)
     sync = await store.sync_execution(scope, order_no)
     movements = await store.order_movements(scope, order_no)
@@ -539,17 +621,17 @@ async def _order_page(
     )
 
 
-@router.get("/orders/{order_no}")
+@pages.get("/orders/{order_no}")
 async def order(request: Request, order_no: str) -> Response:
     """An order's whole story; a writer adjusts its skus and marks it resolved here."""
-    session = _signed_in(request)
+    session = await _page(request)
     if not _ORDER_NO.fullmatch(order_no):
         _not_found(request, session, text("not_found_order"))
     notice = _take_notice(request, session)
     return await _order_page(request, session, order_no, notice=notice)
 
 
-@router.post("/orders/{order_no}")
+@pages.post("/orders/{order_no}")
 async def order_action(request: Request, order_no: str) -> Response:
     """Mark the order's failed restock resolved (``note``), or adjust one of its skus
     (``sku``, ``delta``, ``reason``, ``order_no``); each form applies once (``form_key``)."""
@@ -585,7 +667,7 @@ async def order_action(request: Request, order_no: str) -> Response:
             request, session, order_no, 404, error=text("no_record"), values=values
         )
     except Conflict:
-        record = await _store(request).restock_record(_scope(session), order_no)
+        record = await _store(request).restock_record(_scope(request), order_no)
         status = console.STATUS_LABEL[record.status] if record else ""
         return await _order_page(
             request, session, order_no, 409, error=text("not_failed", status=status), values=values
@@ -657,17 +739,18 @@ async def _sku_page(
     store = _store(request)
     try:
         movements = await stock.list_movements(
-            store, _scope(session), sku, limit=PAGE_SIZE, cursor=cursor
+            store, _scope(request), sku, limit=PAGE_SIZE, cursor=cursor
         )
     except NotFound:
         _not_found(request, session, text("not_found_sku"))
     except InvalidRequest:
         raise _Answer(_error_page(request, 400, text("bad_query"), session)) from None
-    current = await store.stock(_scope(session), sku)
+    current = await store.stock(_scope(request), sku)
     next_url = None
     if movements.next_cursor:
         next_url = (
-            "/console/skus/"
+            _base(request)
+            + "/skus/"
             + quote(sku, safe="")
             + "?"
             + urlencode({"cursor": movements.next_cursor})
@@ -686,17 +769,17 @@ async def _sku_page(
     )
 
 
-@router.get("/skus/{sku}")
+@pages.get("/skus/{sku}")
 async def sku_page(request: Request, sku: str, cursor: str | None = None) -> Response:
     """A sku's quantity and its ledger, a page at a time; a writer adjusts it here."""
-    session = _signed_in(request)
+    session = await _page(request)
     if not _SKU.fullmatch(sku):
         _not_found(request, session, text("not_found_sku"))
     notice = _take_notice(request, session)
     return await _sku_page(request, session, sku, cursor, notice=notice)
 
 
-@router.post("/skus/{sku}")
+@pages.post("/skus/{sku}")
 async def sku_adjust(request: Request, sku: str) -> Response:
     """The manual adjustment (``delta``, ``reason``, optional ``order_no``), applied once
     for the form (``form_key``)."""
@@ -715,13 +798,24 @@ async def sku_adjust(request: Request, sku: str) -> Response:
     return _done(request, session, "adjusted", sku=sku, delta=delta, quantity=quantity)
 
 
-@router.get("/{rest:path}")
+rest = APIRouter(prefix="/console", route_class=ConsoleRoute)
+
+
+@rest.get("/{rest:path}")
 async def unknown(request: Request, rest: str) -> Response:
     """Any other console address."""
     if not rest:
         return _redirect("/console")
     session = _signed_in(request)
     return _error_page(request, 404, text("not_found_page"), session)
+
+
+router = APIRouter(include_in_schema=False)
+router.include_router(own)
+# A merchant's pages, at the v1.2 URLs and under the merchant's own (contract v1.3).
+router.include_router(pages, prefix="/console")
+router.include_router(pages, prefix=MERCHANT_PAGES)
+router.include_router(rest)
 
 
 def install_state(app_state: Any, parts: Console, retry_after_s: int, key_ttl_s: int) -> None:

@@ -171,16 +171,18 @@ class Store(KeyStore, KeyLookups, SignOuts, Protocol):
         """Register a merchant, or rename a registered one when ``rename``; the merchant,
         and whether it is new."""
 
+    async def failures_by_merchant(
+        self, after: str | None, limit: int
+    ) -> list[tuple[Merchant, dict[Mall, int]]]:
+        """The merchants with failed restocks not resolved, after ``after`` by merchant_id,
+        with their counts by mall: the one call across merchants (the platform's console)."""
+
     # Keys (keys.py; the lookups by digest are KeyLookups'): the platform's, like merchants
     async def add_api_key(
         self, scope: Scope, merchant_id: str, name: str, role: Role, digest: bytes, now: datetime
     ) -> KeyRecord | None:
         """Make a key of ``merchant_id`` (PLATFORM: a platform key) with the digest; None
         when the name is taken there, by a key in use or revoked."""
-
-    async def api_keys(self, merchant_id: str | None) -> list[KeyRecord]:
-        """The keys in use at ``merchant_id`` by name, or (None) every merchant's and the
-        platform's, by merchant and name."""
 
     async def revoke_api_key(
         self, scope: Scope, merchant_id: str, name: str, now: datetime
@@ -260,6 +262,18 @@ def key_row(row: Mapping[Any, Any]) -> KeyRow:
         expires_at=utc(row["expires_at"]),
         receipt=bytes(receipt) if receipt is not None else None,
     )
+
+
+def failing_merchants(rows: Sequence[Mapping[Any, Any]]) -> list[tuple[Merchant, dict[Mall, int]]]:
+    """Merchants and their failure counts by mall, from rows of one merchant and mall each,
+    in merchant order."""
+    grouped: dict[str, tuple[Merchant, dict[Mall, int]]] = {}
+    for row in rows:
+        merchant_id = row["merchant_id"]
+        if merchant_id not in grouped:
+            grouped[merchant_id] = (Merchant(merchant_id, row["name"], utc(row["created_at"])), {})
+        grouped[merchant_id][1][Mall(row["mall"])] = row["failures"]
+    return list(grouped.values())
 
 
 def key_record(row: Mapping[Any, Any]) -> KeyRecord:

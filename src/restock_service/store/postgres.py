@@ -48,6 +48,7 @@ from restock_service.store import (
     UNWATCHED,
     LedgerPosition,
     PoolWatch,
+    failing_merchants,
     key_record,
     key_row,
     restock_records,
@@ -532,6 +533,14 @@ class PostgresStore:
         )
         *merchant, created = row
         return Merchant(*merchant), created
+
+    async def failures_by_merchant(
+        self, after: str | None, limit: int
+    ) -> list[tuple[Merchant, dict[Mall, int]]]:
+        rows = await self.fetch_platform(
+            Scope(PLATFORM), "failures_by_merchant", after_id=after, limit=limit
+        )
+        return failing_merchants(rows)
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from restock_service.scope import Scope
 from restock_service.store import (
     LedgerPosition,
     PoolWatch,
+    failing_merchants,
     key_record,
     key_row,
     restock_records,
@@ -535,6 +536,43 @@ class SqliteStore:
             return merchant, False
 
         return await self.write(scope, work)
+
+    async def failures_by_merchant(
+        self, after: str | None, limit: int
+    ) -> list[tuple[Merchant, dict[Mall, int]]]:
+        failing = (
+            sa.select(restocks.c.merchant_id, restocks.c.mall, sa.func.count().label("failures"))
+            .where(
+                restocks.c.status == RestockStatus.FAILED.value,
+                restocks.c.merchant_id > (after or ""),
+            )
+            .group_by(restocks.c.merchant_id, restocks.c.mall)
+            .cte("failing")
+        )
+        chosen = (
+            sa.select(failing.c.merchant_id)
+            .distinct()
+            .order_by(failing.c.merchant_id)
+            .limit(limit)
+            .cte("chosen")
+        )
+        listed = (
+            sa.select(
+                merchants.c.merchant_id,
+                merchants.c.name,
+                merchants.c.created_at,
+                failing.c.mall,
+                failing.c.failures,
+            )
+            .join_from(chosen, merchants, merchants.c.merchant_id == chosen.c.merchant_id)
+            .join(failing, failing.c.merchant_id == chosen.c.merchant_id)
+            .order_by(merchants.c.merchant_id, failing.c.mall)
+        )
+
+        async def work(conn: AsyncConnection) -> list[tuple[Merchant, dict[Mall, int]]]:
+            return failing_merchants((await conn.execute(listed)).mappings().all())
+
+        return await self.read(work)
 
     # --- keys ----------------------------------------------------------------------------
 
