@@ -91,7 +91,8 @@ class Keyring:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.configured = configured
-        self._names = {(caller.merchant, caller.name) for _, caller in configured.entries}
+        self._callers = frozenset(caller for _, caller in configured.entries)
+        self._names = {(caller.merchant, caller.name) for caller in self._callers}
         self.ttl_s = ttl_s
         self._clock = clock
         self._kept: dict[object, tuple[float, asyncio.Future[Any]]] = {}
@@ -129,7 +130,7 @@ class Keyring:
         """Whether ``caller``'s key is still configured, or in use in the database (what a
         console session, which holds no key, asks on each request)."""
         if self.is_configured(caller.merchant, caller.name):
-            return caller in {c for _, c in self.configured.entries}
+            return caller in self._callers
         records: list[KeyRecord] = await self._kept_for(
             ("in use at", caller.merchant), lambda: lookups.api_keys(caller.merchant)
         )
